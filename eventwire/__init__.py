@@ -1,0 +1,55 @@
+"""eventwire: event-driven microservices on NATS JetStream.
+
+Layers, lowest first: ``contracts`` (Protobuf event registry and codecs),
+the CloudEvents envelope, ``transport`` (JetStream; in-memory for tests), the
+publisher and consumer, and ``App`` on top. This module re-exports what a
+service author needs; operators' tools live in ``eventwire.server`` and the CLI.
+"""
+
+from ._app import App
+from ._backoff import Backoff
+from ._consumer import Delivery, Middleware, Next
+from ._envelope import Envelope
+from ._errors import (
+    ConfigError,
+    ContractError,
+    DecodeError,
+    EnvelopeError,
+    EventwireError,
+    PayloadTooLarge,
+    PublishError,
+    PublishTimeout,
+    ServerError,
+    StreamConfigError,
+    WrongLastSequence,
+)
+from ._publisher import Outgoing, Publisher
+from ._streams import Stream
+from .contracts import EventRegistry
+from .transport import ConnectOptions, PublishAck
+
+__all__ = [
+    "App",
+    "Backoff",
+    "ConfigError",
+    "ConnectOptions",
+    "ContractError",
+    "DecodeError",
+    "Delivery",
+    "Envelope",
+    "EnvelopeError",
+    "EventRegistry",
+    "EventwireError",
+    "Middleware",
+    "Next",
+    "Outgoing",
+    "PayloadTooLarge",
+    "PublishAck",
+    "PublishError",
+    "PublishTimeout",
+    "Publisher",
+    "ServerError",
+    "Stream",
+    "StreamConfigError",
+    "WrongLastSequence",
+]

@@ -1,0 +1,276 @@
+"""``App``: one service — its handlers, its publisher, its lifecycle and graceful shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import os
+import signal
+from collections.abc import Callable, Sequence
+from types import TracebackType
+from typing import TypeVar
+
+from google.protobuf.message import Message
+
+from ._backoff import Backoff
+from ._consumer import Consumer, HandlerFunc, HandlerSpec, Middleware, UnknownTypePolicy
+from ._errors import ConfigError
+from ._publisher import Publisher
+from ._streams import Durable, Stream, check_name, check_subject
+from .contracts import PROTOBUF, EventRegistry
+from .server import EmbeddedServer
+from .transport import ConnectOptions, JetStreamTransport, Transport
+
+logger = logging.getLogger("eventwire.app")
+
+URL_ENV = "EVENTWIRE_URL"
+F = TypeVar("F", bound=HandlerFunc)
+
+
+class App:
+    """A service: declares streams and handlers, and runs them until told to stop.
+
+    The server is the ``url`` given to :meth:`start` or the constructor, else
+    ``$EVENTWIRE_URL``, else an embedded nats-server started for this App.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        streams: Sequence[Stream] = (),
+        url: str | None = None,
+        connect: ConnectOptions | None = None,
+        source: str | None = None,
+        registry: EventRegistry | None = None,
+        middleware: Sequence[Middleware] = (),
+        content_type: str = PROTOBUF,
+        publish_deadline: float = 30.0,
+        shutdown_timeout: float = 30.0,
+        pull_expires: float = 30.0,
+        idle_heartbeat: float = 5.0,
+    ) -> None:
+        check_name("service", name)
+        if shutdown_timeout < 0:
+            raise ConfigError("App.shutdown_timeout must not be negative")
+        self.name = name
+        self.url = url
+        self.source = source or f"/services/{name}"
+        self.registry = registry if registry is not None else EventRegistry()
+        self.shutdown_timeout = shutdown_timeout
+        self._connect = connect
+        self._middleware = tuple(middleware)
+        self._content_type = content_type
+        self._publish_deadline = publish_deadline
+        self._pull_expires = pull_expires
+        self._idle_heartbeat = idle_heartbeat
+        self._streams: dict[str, Stream] = {}
+        for stream in streams:
+            self._add_stream(stream)
+        self._handlers: list[HandlerSpec] = []
+        self._consumers: list[Consumer] = []
+        self._transport: Transport | None = None
+        self._publisher: Publisher | None = None
+        self._server: EmbeddedServer | None = None
+        self._stop_requested = asyncio.Event()
+        self._signals_seen = 0
+        self._started = False
+
+    def _add_stream(self, stream: Stream) -> None:
+        known = self._streams.get(stream.name)
+        if known is not None and known != stream:
+            raise ConfigError(f"stream {stream.name!r} is declared twice with different settings")
+        self._streams[stream.name] = stream
+
+    @property
+    def streams(self) -> tuple[Stream, ...]:
+        return tuple(self._streams.values())
+
+    @property
+    def handlers(self) -> tuple[HandlerSpec, ...]:
+        return tuple(self._handlers)
+
+    @property
+    def consumers(self) -> tuple[Consumer, ...]:
+        return tuple(self._consumers)
+
+    @property
+    def publisher(self) -> Publisher:
+        """Publishes as this service; available once the App has started."""
+        if self._publisher is None:
+            raise RuntimeError(f"App {self.name!r} has not started")
+        return self._publisher
+
+    @property
+    def transport(self) -> Transport:
+        if self._transport is None:
+            raise RuntimeError(f"App {self.name!r} has not started")
+        return self._transport
+
+    def handler(
+        self,
+        *event_types: type[Message],
+        stream: Stream,
+        subject: str | None = None,
+        name: str | None = None,
+        durable: str | None = None,
+        concurrency: int = 1,
+        prefetch: int | None = None,
+        ack_wait: float = 30.0,
+        max_deliver: int = 10,
+        max_ack_pending: int = 1000,
+        backoff: Backoff = Backoff(),
+        unknown_types: UnknownTypePolicy = "skip",
+    ) -> Callable[[F], F]:
+        """Declare a handler for ``event_types`` on ``subject`` (default: the stream's only subject).
+
+        The handler is ``async def f(event)`` or ``async def f(event, delivery)``.
+        It gets a durable pull consumer named ``<service>-<handler>`` unless
+        ``durable`` names it. Returning acks the event; raising naks it with
+        a delay from ``backoff``, up to ``max_deliver`` deliveries.
+        """
+        if subject is None:
+            if len(stream.subjects) != 1:
+                raise ConfigError(f"stream {stream.name!r} has several subjects: name the handler's subject")
+            subject = stream.subjects[0]
+        check_subject(subject)
+        for event_type in event_types:
+            self.registry.register(event_type)
+        self._add_stream(stream)
+
+        def register(func: F) -> F:
+            handler_name = name or func.__name__
+            if any(h.name == handler_name for h in self._handlers):
+                raise ConfigError(f"App {self.name!r} already has a handler named {handler_name!r}")
+            spec = HandlerSpec(
+                name=handler_name,
+                func=func,
+                event_types=tuple(event_types),
+                durable=Durable(
+                    name=durable or f"{self.name}-{handler_name}",
+                    stream=stream.name,
+                    filter_subject=subject,
+                    ack_wait=ack_wait,
+                    max_deliver=max_deliver,
+                    max_ack_pending=max_ack_pending,
+                ),
+                concurrency=concurrency,
+                prefetch=prefetch if prefetch is not None else min(max_ack_pending, max(256, 2 * concurrency)),
+                backoff=backoff,
+                unknown_types=unknown_types,
+            )
+            self._handlers.append(spec)
+            return func
+
+        return register
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def start(self, url: str | None = None, *, transport: Transport | None = None) -> None:
+        """Connect, provision streams and durables, and start consuming."""
+        if self._started:
+            raise RuntimeError(f"App {self.name!r} is already running")
+        self._stop_requested.clear()
+        try:
+            self._transport = transport or await self._connect_transport(url)
+            for stream in self._streams.values():
+                await self._transport.ensure_stream(stream)
+            self._publisher = Publisher(
+                self._transport,
+                source=self.source,
+                registry=self.registry,
+                content_type=self._content_type,
+                deadline=self._publish_deadline,
+            )
+            for spec in self._handlers:
+                await self._transport.ensure_durable(spec.durable)
+            for spec in self._handlers:
+                consumer = Consumer(spec, self._transport, self._publisher, self._middleware)
+                await consumer.start()
+                self._consumers.append(consumer)
+        except BaseException:
+            await self._close()
+            raise
+        self._started = True
+        logger.info("%s started: %d handler(s) on %d stream(s)", self.name, len(self._handlers), len(self._streams))
+
+    async def _connect_transport(self, url: str | None) -> JetStreamTransport:
+        url = url or self.url or os.environ.get(URL_ENV)
+        if url is None and self._connect is None:
+            logger.warning(
+                "%s: no server URL configured; starting an embedded nats-server with a temporary store", self.name
+            )
+            self._server = await asyncio.to_thread(EmbeddedServer().start)
+            url = self._server.url
+        options = self._connect or ConnectOptions()
+        if url is not None:
+            options = dataclasses.replace(options, servers=tuple(s.strip() for s in url.split(",") if s.strip()))
+        if options.name is None:
+            options = dataclasses.replace(options, name=self.name)
+        return await JetStreamTransport.connect(
+            options, pull_expires=self._pull_expires, idle_heartbeat=self._idle_heartbeat
+        )
+
+    async def stop(self) -> None:
+        """Graceful shutdown (DESIGN §7). Durables are kept: a restart resumes where this stopped."""
+        if not self._started:
+            return
+        self._started = False
+        logger.info("%s stopping: finishing in-flight handlers (up to %gs)", self.name, self.shutdown_timeout)
+        await asyncio.gather(*(c.stop(self.shutdown_timeout) for c in self._consumers))
+        if self._publisher is not None and not await self._publisher.flush(self.shutdown_timeout):
+            logger.warning("%s: publishes still unacknowledged at shutdown", self.name)
+        await self._close()
+        logger.info("%s stopped", self.name)
+
+    async def _close(self) -> None:
+        self._consumers.clear()
+        if self._transport is not None:
+            await self._transport.close()
+        if self._server is not None:
+            await asyncio.to_thread(self._server.stop)
+            self._server = None
+
+    def request_stop(self) -> None:
+        """Ask :meth:`run` to shut down gracefully."""
+        self._stop_requested.set()
+
+    async def run(self, url: str | None = None, *, handle_signals: bool = True) -> None:
+        """Start, serve until SIGTERM/SIGINT (or :meth:`request_stop`), then shut down gracefully.
+
+        A second signal exits the process at once.
+        """
+        loop = asyncio.get_running_loop()
+        handled = (signal.SIGTERM, signal.SIGINT)
+        if handle_signals:
+            for sig in handled:
+                loop.add_signal_handler(sig, self._on_signal, sig)
+        try:
+            await self.start(url)
+            await self._stop_requested.wait()
+            await self.stop()
+        finally:
+            if handle_signals:
+                for sig in handled:
+                    loop.remove_signal_handler(sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        self._signals_seen += 1
+        if self._signals_seen == 1:
+            logger.info("%s: %s received; shutting down gracefully (again to exit at once)", self.name, sig.name)
+            self.request_stop()
+            return
+        logger.warning("%s: second %s; exiting now", self.name, sig.name)
+        if self._server is not None:
+            self._server.kill()
+        os._exit(128 + sig.value)
+
+    async def __aenter__(self) -> App:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.stop()

@@ -1,0 +1,187 @@
+"""CloudEvents 1.0 over NATS headers (binary content mode), and structured mode on the way in.
+
+Every attribute travels as a ``ce-<name>`` header whose value is percent-encoded
+by the rule of the CloudEvents HTTP binding that the NATS binding adopts:
+space, ``"``, ``%`` and everything outside printable ASCII are encoded as
+UTF-8 bytes. ``traceparent``/``tracestate`` keep their W3C names, and
+``Nats-Msg-Id`` carries the dedup id.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Final
+from urllib.parse import quote, unquote_to_bytes
+
+from ._errors import EnvelopeError
+
+SPEC_VERSION: Final = "1.0"
+MSG_ID_HEADER: Final = "Nats-Msg-Id"
+STRUCTURED_CONTENT_TYPE: Final = "application/cloudevents"
+
+_PREFIX = "ce-"
+_CORE = ("id", "source", "type", "time", "subject", "datacontenttype", "dataschema")
+_CORRELATION = "correlationid"
+_CAUSATION = "causationid"
+_REQUIRED = ("specversion", "id", "source", "type")
+_ATTRIBUTE_NAME = re.compile(r"^[a-z0-9]{1,20}$")
+
+# Printable ASCII except space, '"' and '%' passes unchanged.
+_NEEDS_ENCODING = re.compile(r"[^\x21\x23\x24\x26-\x7e]")
+_SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '"%')
+_BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
+
+
+def encode_value(value: str) -> str:
+    """Percent-encode a header value as the CloudEvents binding prescribes."""
+    if _NEEDS_ENCODING.search(value) is None:
+        return value
+    return quote(value, safe=_SAFE, encoding="utf-8", errors="strict")
+
+
+def decode_value(value: str, header: str) -> str:
+    """Undo :func:`encode_value`; malformed escapes and invalid UTF-8 are an EnvelopeError."""
+    if "%" not in value:
+        return value
+    if _BAD_ESCAPE.search(value):
+        raise EnvelopeError(f"header {header}: malformed percent-encoding in {value!r}")
+    try:
+        return unquote_to_bytes(value).decode("utf-8", "strict")
+    except UnicodeDecodeError as exc:
+        raise EnvelopeError(f"header {header}: percent-encoded bytes are not valid UTF-8: {exc}") from exc
+
+
+def now_rfc3339() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """The CloudEvents attributes of one event."""
+
+    id: str
+    source: str
+    type: str
+    time: str | None = None
+    subject: str | None = None
+    datacontenttype: str | None = None
+    dataschema: str | None = None
+    correlation_id: str | None = None
+    causation_id: str | None = None
+    traceparent: str | None = None
+    tracestate: str | None = None
+    extensions: Mapping[str, str] = field(default_factory=dict)
+    specversion: str = SPEC_VERSION
+
+    def to_headers(self, msg_id: str | None = None) -> dict[str, str]:
+        """The NATS headers of this envelope; ``msg_id`` defaults to the event id."""
+        headers = {
+            "ce-specversion": self.specversion,
+            "ce-id": encode_value(self.id),
+            "ce-source": encode_value(self.source),
+            "ce-type": encode_value(self.type),
+        }
+        optional = (
+            ("ce-time", self.time),
+            ("ce-subject", self.subject),
+            ("ce-datacontenttype", self.datacontenttype),
+            ("ce-dataschema", self.dataschema),
+            ("ce-correlationid", self.correlation_id),
+            ("ce-causationid", self.causation_id),
+        )
+        for name, value in optional:
+            if value is not None:
+                headers[name] = encode_value(value)
+        for name, value in self.extensions.items():
+            headers[_PREFIX + name] = encode_value(value)
+        if self.traceparent is not None:
+            headers["traceparent"] = self.traceparent
+        if self.tracestate is not None:
+            headers["tracestate"] = self.tracestate
+        headers[MSG_ID_HEADER] = msg_id if msg_id is not None else self.id
+        return headers
+
+
+def _from_attributes(attributes: dict[str, str], traceparent: str | None, tracestate: str | None) -> Envelope:
+    for name in _REQUIRED:
+        if not attributes.get(name):
+            raise EnvelopeError(f"missing required CloudEvents attribute {name!r}")
+    if attributes["specversion"] != SPEC_VERSION:
+        raise EnvelopeError(f"unsupported CloudEvents spec version {attributes['specversion']!r}")
+    extensions = {
+        k: v for k, v in attributes.items() if k not in _CORE and k not in (_CORRELATION, _CAUSATION, "specversion")
+    }
+    return Envelope(
+        id=attributes["id"],
+        source=attributes["source"],
+        type=attributes["type"],
+        time=attributes.get("time"),
+        subject=attributes.get("subject"),
+        datacontenttype=attributes.get("datacontenttype"),
+        dataschema=attributes.get("dataschema"),
+        correlation_id=attributes.get(_CORRELATION),
+        causation_id=attributes.get(_CAUSATION),
+        traceparent=traceparent,
+        tracestate=tracestate,
+        extensions=extensions,
+    )
+
+
+def parse_binary(headers: Mapping[str, str]) -> Envelope:
+    """Read the envelope of a binary-mode message from its headers."""
+    attributes: dict[str, str] = {}
+    for key, value in headers.items():
+        lower = key.lower()
+        if lower.startswith(_PREFIX):
+            name = lower[3:]
+            attributes[name] = decode_value(value, key)
+    return _from_attributes(attributes, headers.get("traceparent"), headers.get("tracestate"))
+
+
+def parse_structured(data: bytes) -> tuple[Envelope, bytes]:
+    """Read a structured-mode (JSON event format) message: the envelope and the event data."""
+    try:
+        document = json.loads(data)
+    except (ValueError, RecursionError) as exc:
+        raise EnvelopeError(f"structured CloudEvent is not valid JSON: {exc}") from exc
+    if not isinstance(document, dict):
+        raise EnvelopeError("structured CloudEvent must be a JSON object")
+    attributes: dict[str, str] = {}
+    for name, value in document.items():
+        if name in ("data", "data_base64"):
+            continue
+        if not _ATTRIBUTE_NAME.match(name):
+            raise EnvelopeError(f"invalid CloudEvents attribute name {name!r}")
+        attributes[name] = value if isinstance(value, str) else json.dumps(value)
+    envelope = _from_attributes(attributes, attributes.pop("traceparent", None), attributes.pop("tracestate", None))
+    return envelope, _structured_data(document)
+
+
+def _structured_data(document: dict[str, Any]) -> bytes:
+    if "data_base64" in document:
+        try:
+            return base64.b64decode(document["data_base64"], validate=True)
+        except (binascii.Error, TypeError, ValueError) as exc:
+            raise EnvelopeError(f"data_base64 is not valid base64: {exc}") from exc
+    data = document.get("data")
+    if data is None:
+        return b""
+    if isinstance(data, str) and not str(document.get("datacontenttype", "")).endswith("json"):
+        return data.encode()
+    return json.dumps(data).encode()
+
+
+def parse_message(headers: Mapping[str, str] | None, data: bytes) -> tuple[Envelope, bytes]:
+    """Read the envelope and event data of a message in either content mode."""
+    if not headers:
+        raise EnvelopeError("message has no headers: not a CloudEvent")
+    content_type = headers.get("Content-Type") or headers.get("content-type")
+    if content_type is not None and content_type.lower().startswith(STRUCTURED_CONTENT_TYPE):
+        return parse_structured(data)
+    return parse_binary(headers), data

@@ -1,0 +1,76 @@
+"""The exceptions eventwire raises.
+
+Catch what you can act on::
+
+    EventwireError
+    ├── ConfigError            a setting is invalid; raised at construction, names the field
+    ├── ContractError          an event class breaks the contract rules (package version, naming)
+    ├── EnvelopeError          a message is not a valid CloudEvent (missing attribute, bad encoding)
+    ├── DecodeError            the payload cannot be decoded into the event's Protobuf class
+    ├── StreamConfigError      a declared stream cannot be provisioned (incompatible change)
+    ├── ServerError            the embedded nats-server failed to start or died
+    └── PublishError           the broker did not store an event
+        ├── PublishTimeout     no ack before the publish deadline; safe to retry with the same msg id
+        ├── PayloadTooLarge    headers and payload exceed the server's max_payload; never sent
+        └── WrongLastSequence  an expected-last-sequence check failed (optimistic concurrency)
+"""
+
+from __future__ import annotations
+
+
+class EventwireError(Exception):
+    """Base class of every error eventwire raises on purpose."""
+
+
+class ConfigError(EventwireError, ValueError):
+    """A configuration value is invalid."""
+
+
+class ContractError(EventwireError):
+    """An event type breaks eventwire's contract rules."""
+
+
+class EnvelopeError(EventwireError):
+    """A message does not carry a valid CloudEvents envelope."""
+
+
+class DecodeError(EventwireError):
+    """The payload of an event cannot be decoded."""
+
+
+class StreamConfigError(EventwireError):
+    """A declared stream differs from the server's in a way that cannot be updated in place."""
+
+    def __init__(self, stream: str, field: str, message: str) -> None:
+        super().__init__(f"stream {stream!r}: {field}: {message}")
+        self.stream = stream
+        self.field = field
+
+
+class ServerError(EventwireError):
+    """The embedded nats-server could not be started or stopped."""
+
+
+class PublishError(EventwireError):
+    """An event was not stored by JetStream."""
+
+
+class PublishTimeout(PublishError):
+    """No acknowledgement arrived before the publish deadline.
+
+    The event may or may not be stored: publishing it again with the same
+    msg id inside the stream's duplicate window stores it at most once.
+    """
+
+
+class PayloadTooLarge(PublishError):
+    """The message exceeds the server's ``max_payload``; it was not sent."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"message is {size} bytes, the server accepts at most {limit}")
+        self.size = size
+        self.limit = limit
+
+
+class WrongLastSequence(PublishError):
+    """An ``expected_last_sequence`` or ``expected_last_subject_sequence`` check failed."""

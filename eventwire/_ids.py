@@ -1,0 +1,28 @@
+"""Time-ordered unique ids for ``ce-id`` (UUIDv7, RFC 9562)."""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+
+_last_ms = 0
+_counter = 0
+
+
+def uuid7() -> str:
+    """Return a new UUIDv7 string; ids made by one process are strictly increasing."""
+    global _last_ms, _counter
+    now_ms = time.time_ns() // 1_000_000
+    if now_ms > _last_ms:
+        _last_ms = now_ms
+        # A random start leaves room to count up within the millisecond.
+        _counter = int.from_bytes(os.urandom(2), "big") & 0x7FF
+    else:
+        _counter += 1
+        if _counter > 0xFFF:
+            _last_ms += 1
+            _counter = 0
+    rand_b = int.from_bytes(os.urandom(8), "big") & 0x3FFF_FFFF_FFFF_FFFF
+    value = (_last_ms << 80) | (0x7 << 76) | (_counter << 64) | (0b10 << 62) | rand_b
+    return str(uuid.UUID(int=value))

@@ -1,0 +1,332 @@
+"""Reliable publishing: CloudEvents envelopes, dedup ids, retries until a deadline, pipelining."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from google.protobuf.message import Message
+
+from ._backoff import Backoff
+from ._envelope import Envelope, now_rfc3339
+from ._errors import ConfigError, PayloadTooLarge, PublishError, PublishTimeout
+from ._ids import uuid7
+from ._streams import check_subject
+from .contracts import PROTOBUF, EventRegistry, codec_for, schema_ref
+from .transport import PublishAck, TransientPublishFailure, Transport
+
+logger = logging.getLogger("eventwire.publisher")
+
+_HEADER_OVERHEAD = len(b"NATS/1.0\r\n") + 2
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One event for :meth:`Publisher.publish_many`."""
+
+    event: Message
+    subject: str
+    key: str | None = None
+    msg_id: str | None = None
+    expected_last_subject_sequence: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    subject: str
+    payload: bytes
+    headers: dict[str, str]
+
+
+class Publisher:
+    """Publishes events to JetStream and returns once they are stored.
+
+    Every attempt of one event carries the same ``Nats-Msg-Id``, so a retry
+    after a lost ack is stored once (inside the stream's duplicate window).
+    Timeouts and "no responders" are retried with exponential backoff and
+    jitter until ``deadline`` seconds have passed; then :class:`PublishTimeout`.
+    """
+
+    def __init__(
+        self,
+        transport: Transport,
+        *,
+        source: str,
+        registry: EventRegistry | None = None,
+        content_type: str = PROTOBUF,
+        deadline: float = 30.0,
+        attempt_timeout: float = 2.0,
+        window: int = 1000,
+        retry_backoff: Backoff = Backoff(initial=0.05, multiplier=2.0, maximum=2.0, jitter=0.5),
+    ) -> None:
+        if not source:
+            raise ConfigError("Publisher.source must name the publishing service, e.g. /services/orders")
+        if deadline <= 0 or attempt_timeout <= 0:
+            raise ConfigError("Publisher.deadline and attempt_timeout must be positive")
+        if window < 1:
+            raise ConfigError("Publisher.window must be at least 1")
+        self._transport = transport
+        self._source = source
+        self._registry = registry if registry is not None else EventRegistry()
+        self._codec = codec_for(content_type)
+        self._deadline = deadline
+        self._attempt_timeout = attempt_timeout
+        self._window = window
+        self._retry_backoff = retry_backoff
+        self._known: dict[type[Message], tuple[str, str]] = {}
+        self._inflight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
+
+    @property
+    def source(self) -> str:
+        return self._source
+
+    def envelope_for(
+        self,
+        event: Message,
+        *,
+        key: str | None = None,
+        event_id: str | None = None,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        traceparent: str | None = None,
+        tracestate: str | None = None,
+    ) -> Envelope:
+        """The envelope :meth:`publish` would put around ``event``."""
+        event_class = type(event)
+        known = self._known.get(event_class)
+        if known is None:
+            self._registry.register(event_class)
+            known = self._known[event_class] = (event_class.DESCRIPTOR.full_name, schema_ref(event_class))
+        return Envelope(
+            id=event_id or uuid7(),
+            source=self._source,
+            type=known[0],
+            time=now_rfc3339(),
+            subject=key,
+            datacontenttype=self._codec.content_type,
+            dataschema=known[1],
+            correlation_id=correlation_id,
+            causation_id=causation_id,
+            traceparent=traceparent,
+            tracestate=tracestate,
+        )
+
+    def _prepare(
+        self,
+        envelope: Envelope,
+        event: Message,
+        subject: str,
+        msg_id: str | None,
+        expected: dict[str, str] | None = None,
+    ) -> _Prepared:
+        check_subject(subject, wildcards=False)
+        payload = self._codec.encode(event)
+        headers = envelope.to_headers(msg_id)
+        if expected:
+            headers.update(expected)
+        size = len(payload) + _HEADER_OVERHEAD + sum(len(k.encode()) + len(v.encode()) + 4 for k, v in headers.items())
+        limit = self._transport.max_payload
+        if size > limit:
+            raise PayloadTooLarge(size, limit)
+        return _Prepared(subject, payload, headers)
+
+    async def publish(
+        self,
+        event: Message,
+        *,
+        subject: str,
+        key: str | None = None,
+        msg_id: str | None = None,
+        event_id: str | None = None,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        traceparent: str | None = None,
+        tracestate: str | None = None,
+        expected_stream: str | None = None,
+        expected_last_sequence: int | None = None,
+        expected_last_subject_sequence: int | None = None,
+        deadline: float | None = None,
+    ) -> PublishAck:
+        """Publish one event and wait for JetStream to store it.
+
+        ``key`` becomes ``ce-subject`` (the entity the event is about).
+        ``msg_id`` is the dedup id; it defaults to the event id. Raises
+        :class:`PublishTimeout` after the deadline, :class:`WrongLastSequence`
+        when an expected sequence does not match, :class:`PayloadTooLarge`
+        before sending an oversized message.
+        """
+        envelope = self.envelope_for(
+            event,
+            key=key,
+            event_id=event_id,
+            correlation_id=correlation_id,
+            causation_id=causation_id,
+            traceparent=traceparent,
+            tracestate=tracestate,
+        )
+        expected: dict[str, str] = {}
+        if expected_stream is not None:
+            expected["Nats-Expected-Stream"] = expected_stream
+        if expected_last_sequence is not None:
+            expected["Nats-Expected-Last-Sequence"] = str(expected_last_sequence)
+        if expected_last_subject_sequence is not None:
+            expected["Nats-Expected-Last-Subject-Sequence"] = str(expected_last_subject_sequence)
+        prepared = self._prepare(envelope, event, subject, msg_id, expected)
+        self._begin()
+        try:
+            return await self._send(prepared, deadline if deadline is not None else self._deadline)
+        finally:
+            self._end()
+
+    async def _send(self, prepared: _Prepared, deadline: float) -> PublishAck:
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + deadline
+        attempt = 0
+        while True:
+            remaining = give_up_at - loop.time()
+            try:
+                return await self._transport.publish(
+                    prepared.subject,
+                    prepared.payload,
+                    prepared.headers,
+                    timeout=max(0.001, min(self._attempt_timeout, remaining)),
+                )
+            except TransientPublishFailure as exc:
+                attempt += 1
+                remaining = give_up_at - loop.time()
+                if remaining <= 0:
+                    raise PublishTimeout(
+                        f"{prepared.subject}: not acknowledged within {deadline:g}s after {attempt} attempts "
+                        f"(last: {exc}); msg id {prepared.headers['Nats-Msg-Id']}"
+                    ) from exc
+                delay = min(remaining, self._retry_backoff.delay(attempt))
+                logger.debug("publish to %s failed (%s); retry %d in %.3fs", prepared.subject, exc, attempt, delay)
+                await asyncio.sleep(delay)
+
+    async def publish_many(
+        self, items: Iterable[Outgoing], *, window: int | None = None, deadline: float | None = None
+    ) -> list[PublishAck | PublishError]:
+        """Publish many events with up to ``window`` acks outstanding.
+
+        Returns one outcome per item, in order: its ack, or the error that
+        stopped it. Items whose attempts fail transiently are sent again, with
+        the same msg id, until the deadline.
+        """
+        loop = asyncio.get_running_loop()
+        window = window or self._window
+        deadline = deadline if deadline is not None else self._deadline
+        give_up_at = loop.time() + deadline
+        results: list[PublishAck | PublishError | None] = []
+        prepared: list[_Prepared | None] = []
+        for item in items:
+            envelope = self.envelope_for(item.event, key=item.key)
+            expected = None
+            if item.expected_last_subject_sequence is not None:
+                expected = {"Nats-Expected-Last-Subject-Sequence": str(item.expected_last_subject_sequence)}
+            try:
+                prepared.append(self._prepare(envelope, item.event, item.subject, item.msg_id, expected))
+                results.append(None)
+            except PayloadTooLarge as exc:
+                prepared.append(None)
+                results.append(exc)
+        todo = [i for i, p in enumerate(prepared) if p is not None]
+        self._begin()
+        try:
+            attempt = 0
+            while todo:
+                todo = await self._send_round(todo, prepared, results, window, give_up_at)
+                if not todo:
+                    break
+                attempt += 1
+                remaining = give_up_at - loop.time()
+                if remaining <= 0:
+                    for i in todo:
+                        results[i] = PublishTimeout(f"not acknowledged within {deadline:g}s after {attempt} attempts")
+                    break
+                await asyncio.sleep(min(remaining, self._retry_backoff.delay(attempt)))
+        finally:
+            self._end()
+        return [r if r is not None else PublishTimeout("not sent") for r in results]
+
+    async def _send_round(
+        self,
+        todo: list[int],
+        prepared: list[_Prepared | None],
+        results: list[PublishAck | PublishError | None],
+        window: int,
+        give_up_at: float,
+    ) -> list[int]:
+        """Send ``todo`` once, pipelined; return the indexes to try again."""
+        retry: list[int] = []
+        futures: list[asyncio.Future[PublishAck]] = []
+        room = asyncio.Event()
+        inflight = 0
+
+        def settle(index: int, future: asyncio.Future[PublishAck]) -> None:
+            nonlocal inflight
+            inflight -= 1
+            room.set()
+            if future.cancelled():
+                retry.append(index)
+                return
+            exc = future.exception()
+            if exc is None:
+                results[index] = future.result()
+            elif isinstance(exc, PublishError):
+                results[index] = exc
+            else:
+                retry.append(index)
+
+        def give_up(rest: Iterable[int]) -> list[int]:
+            retry.extend(rest)
+            for future in futures:
+                future.cancel()
+            return retry
+
+        for position, index in enumerate(todo):
+            while inflight >= window:
+                room.clear()
+                try:
+                    await asyncio.wait_for(room.wait(), self._stall_timeout(give_up_at))
+                except TimeoutError:
+                    # No ack for a whole attempt timeout: the connection or the stream is stalled.
+                    return give_up(todo[position:])
+            item = prepared[index]
+            assert item is not None
+            future = await self._transport.publish_async(item.subject, item.payload, item.headers)
+            inflight += 1
+            future.add_done_callback(lambda f, i=index: settle(i, f))  # type: ignore[misc]
+            futures.append(future)
+        pending: set[asyncio.Future[PublishAck]] = {f for f in futures if not f.done()}
+        while pending:
+            done, pending = await asyncio.wait(pending, timeout=self._stall_timeout(give_up_at))
+            if not done:
+                give_up(())
+                break
+        # Let the done-callbacks of the last futures run before reading ``retry``.
+        await asyncio.sleep(0)
+        return retry
+
+    def _stall_timeout(self, give_up_at: float) -> float:
+        return max(0.0, min(self._attempt_timeout, give_up_at - asyncio.get_running_loop().time()))
+
+    def _begin(self) -> None:
+        self._inflight += 1
+        self._idle.clear()
+
+    def _end(self) -> None:
+        self._inflight -= 1
+        if self._inflight == 0:
+            self._idle.set()
+
+    async def flush(self, timeout: float | None = None) -> bool:
+        """Wait until no publish is in flight; False if ``timeout`` passed first."""
+        try:
+            await asyncio.wait_for(self._idle.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True

@@ -1,0 +1,99 @@
+"""Streams and durable consumers as declared in code."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ._errors import ConfigError
+
+Retention = Literal["limits", "interest", "workqueue"]
+Storage = Literal["file", "memory"]
+
+_NAME = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
+_TOKEN = re.compile(r"^[^\s.*>]+$")
+
+
+def check_name(kind: str, name: str) -> None:
+    if not _NAME.match(name):
+        raise ConfigError(f"{kind} name {name!r} may hold only letters, digits, '-' and '_'")
+
+
+def check_subject(subject: str, *, wildcards: bool = True) -> None:
+    """Raise ConfigError unless ``subject`` is a valid NATS subject (or filter)."""
+    tokens = subject.split(".")
+    for i, token in enumerate(tokens):
+        if wildcards and (token == "*" or (token == ">" and i == len(tokens) - 1)):
+            continue
+        if not _TOKEN.match(token):
+            raise ConfigError(f"invalid subject {subject!r}: token {token!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class Stream:
+    """A JetStream stream, provisioned idempotently when an App or Publisher starts.
+
+    Durations are in seconds; ``None`` means unlimited. The defaults are the
+    production ones: file storage, limits retention, a 2-minute duplicate window.
+    """
+
+    name: str
+    subjects: tuple[str, ...]
+    retention: Retention = "limits"
+    storage: Storage = "file"
+    replicas: int = 1
+    duplicate_window: float = 120.0
+    max_age: float | None = None
+    max_msg_size: int | None = None
+    max_msgs: int | None = None
+    max_bytes: int | None = None
+    description: str | None = field(default=None, compare=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.subjects, str):
+            object.__setattr__(self, "subjects", (self.subjects,))
+        check_name("stream", self.name)
+        if not self.subjects:
+            raise ConfigError(f"stream {self.name!r}: subjects must not be empty")
+        for subject in self.subjects:
+            check_subject(subject)
+        if self.retention not in ("limits", "interest", "workqueue"):
+            raise ConfigError(f"stream {self.name!r}: retention must be limits, interest or workqueue")
+        if self.storage not in ("file", "memory"):
+            raise ConfigError(f"stream {self.name!r}: storage must be file or memory")
+        if not 1 <= self.replicas <= 5:
+            raise ConfigError(f"stream {self.name!r}: replicas must be between 1 and 5")
+        if self.duplicate_window <= 0:
+            raise ConfigError(f"stream {self.name!r}: duplicate_window must be positive")
+        if self.max_age is not None:
+            if self.max_age <= 0:
+                raise ConfigError(f"stream {self.name!r}: max_age must be positive or None")
+            if self.duplicate_window > self.max_age:
+                raise ConfigError(f"stream {self.name!r}: duplicate_window may not exceed max_age")
+        for name in ("max_msg_size", "max_msgs", "max_bytes"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"stream {self.name!r}: {name} must be positive or None")
+
+
+@dataclass(frozen=True, slots=True)
+class Durable:
+    """A durable pull consumer with explicit ack on one stream."""
+
+    name: str
+    stream: str
+    filter_subject: str
+    ack_wait: float = 30.0
+    max_deliver: int = 10
+    max_ack_pending: int = 1000
+
+    def __post_init__(self) -> None:
+        check_name("durable", self.name)
+        check_subject(self.filter_subject)
+        if self.ack_wait < 0.1:
+            raise ConfigError(f"durable {self.name!r}: ack_wait must be at least 0.1 seconds")
+        if self.max_deliver < 1:
+            raise ConfigError(f"durable {self.name!r}: max_deliver must be at least 1")
+        if self.max_ack_pending < 1:
+            raise ConfigError(f"durable {self.name!r}: max_ack_pending must be at least 1")

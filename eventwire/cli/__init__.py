@@ -1,0 +1,131 @@
+"""The ``eventwire`` command line."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import logging
+import signal
+import sys
+import threading
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from .._app import URL_ENV, App
+from .._errors import EventwireError
+
+cli = typer.Typer(
+    name="eventwire",
+    help="Event-driven microservices on NATS JetStream.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+
+UrlOption = Annotated[
+    str | None,
+    typer.Option("--url", envvar=URL_ENV, help="NATS server URL(s), comma-separated; default: an embedded server."),
+]
+LogLevel = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")]
+
+
+def _configure_logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+    )
+
+
+@cli.command()
+def server(
+    port: Annotated[int, typer.Option(help="Client port; 0 picks a free one.")] = 4222,
+    store_dir: Annotated[Path | None, typer.Option(help="JetStream store; default: a temporary directory.")] = None,
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+) -> None:
+    """Run an embedded nats-server with JetStream in the foreground until Ctrl-C."""
+    from ..server import EmbeddedServer
+
+    embedded = EmbeddedServer(port=port or None, store_dir=store_dir, host=host)
+    try:
+        embedded.start()
+    except EventwireError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    console.print(f"nats-server with JetStream on [bold]{embedded.url}[/bold], store {embedded.store_dir}")
+    console.print(f"export {URL_ENV}={embedded.url}   # Ctrl-C stops it")
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    while not stop.wait(0.5):
+        if not embedded.running:
+            console.print(f"[red]nats-server exited[/red]\n{embedded.log_tail()}")
+            raise typer.Exit(1)
+    embedded.stop()
+
+
+def load_app(target: str) -> App:
+    """Import ``module:attribute`` and return the App it names."""
+    module_name, _, attribute = target.partition(":")
+    if not module_name or not attribute:
+        raise typer.BadParameter("expected module:app, e.g. myservice.main:app", param_hint="APP")
+    if "" not in sys.path and "." not in sys.path:
+        sys.path.insert(0, "")
+    module = importlib.import_module(module_name)
+    app = getattr(module, attribute, None)
+    if not isinstance(app, App):
+        raise typer.BadParameter(f"{target} is not an eventwire App", param_hint="APP")
+    return app
+
+
+@cli.command()
+def run(
+    target: Annotated[str, typer.Argument(metavar="APP", help="The App to run, as module:attribute.")],
+    url: UrlOption = None,
+    log_level: LogLevel = "INFO",
+) -> None:
+    """Run an App until SIGTERM or Ctrl-C, then shut it down gracefully."""
+    _configure_logging(log_level)
+    app = load_app(target)
+    try:
+        asyncio.run(app.run(url))
+    except EventwireError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+
+
+@cli.command()
+def demo(
+    url: UrlOption = None,
+    orders: Annotated[int, typer.Option(min=1, help="How many orders to place.")] = 1000,
+    timeout: Annotated[float, typer.Option(help="Seconds to wait for every order to be processed.")] = 120.0,
+    log_level: LogLevel = "ERROR",
+) -> None:
+    """Run the shop demo: orders → inventory → notifications on JetStream."""
+    from ..demo import run_demo
+
+    _configure_logging(log_level)
+    try:
+        summary = asyncio.run(run_demo(url, orders, timeout=timeout))
+    except EventwireError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    table = Table(title=f"eventwire demo on {summary.server}", show_header=False)
+    table.add_row("orders published", f"{summary.published} ({summary.duplicates} duplicates)")
+    for service, count in summary.handled.items():
+        table.add_row(f"handled by {service}", str(count))
+    for outcome, count in sorted(summary.outcomes.items()):
+        table.add_row(f"  {outcome}", str(count))
+    table.add_row("redeliveries", str(summary.redeliveries))
+    table.add_row("time", f"{summary.seconds:.2f}s ({summary.orders / summary.seconds:,.0f} orders/s)")
+    console.print(table)
+    if not summary.complete:
+        console.print("[red]not every order reached notifications before the timeout[/red]")
+        raise typer.Exit(1)
+
+
+def main() -> None:
+    cli()
