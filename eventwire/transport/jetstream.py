@@ -280,7 +280,9 @@ class JetStreamTransport:
                 logger.warning("disconnected from NATS; reconnecting")
 
         async def on_error(exc: Exception) -> None:
-            logger.warning("NATS connection error: %r", exc)
+            # While reconnecting every refused attempt lands here; the disconnect was logged once already.
+            level = logging.DEBUG if nc.is_reconnecting else logging.WARNING
+            logger.log(level, "NATS connection error: %r", exc)
 
         connect_kwargs: dict[str, Any] = {
             "servers": list(options.servers),
@@ -487,8 +489,15 @@ class JetStreamTransport:
             return
         try:
             await self._nc.drain()
-        except (nats.errors.ConnectionClosedError, nats.errors.FlushTimeoutError, TimeoutError):
-            await self._nc.close()
+        except (
+            nats.errors.ConnectionClosedError,
+            nats.errors.ConnectionReconnectingError,
+            nats.errors.FlushTimeoutError,
+            TimeoutError,
+        ):
+            # nats-py may report the lost socket again while closing it; the connection is gone either way.
+            with contextlib.suppress(OSError):
+                await self._nc.close()
 
 
 def _plain(value: object) -> str:

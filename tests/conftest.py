@@ -1,0 +1,69 @@
+"""Fixtures: real nats-server processes on free ports, raw nats-py clients, unique names."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+
+import nats
+import pytest
+from nats.aio.client import Client as NatsClient
+
+from eventwire.server import EmbeddedServer
+from eventwire.transport import ConnectOptions, JetStreamTransport
+
+
+@pytest.fixture(scope="session")
+def nats_server() -> Iterator[EmbeddedServer]:
+    """One JetStream server for the session; tests isolate themselves with unique stream names."""
+    with EmbeddedServer() as server:
+        yield server
+
+
+@pytest.fixture
+def fresh_server(tmp_path: Path) -> Iterator[EmbeddedServer]:
+    """A server of the test's own, which it may kill and restart."""
+    server = EmbeddedServer(store_dir=tmp_path / "js").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def raw_nc(nats_server: EmbeddedServer) -> AsyncIterator[NatsClient]:
+    nc = await nats.connect(nats_server.url)
+    try:
+        yield nc
+    finally:
+        await nc.close()
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:10]}"
+
+
+async def eventually(check: Callable[[], bool | Awaitable[bool]], timeout: float = 10.0, interval: float = 0.02) -> None:
+    """Wait until ``check`` holds; fail the test after ``timeout`` seconds."""
+    loop = asyncio.get_running_loop()
+    give_up_at = loop.time() + timeout
+    while True:
+        result = check()
+        if not isinstance(result, bool):
+            result = await result
+        if result:
+            return
+        if loop.time() > give_up_at:
+            raise AssertionError(f"condition not met within {timeout}s")
+        await asyncio.sleep(interval)
+
+
+@pytest.fixture
+async def transport(nats_server: EmbeddedServer) -> AsyncIterator[JetStreamTransport]:
+    connected = await JetStreamTransport.connect(ConnectOptions.from_url(nats_server.url))
+    try:
+        yield connected
+    finally:
+        await connected.close()

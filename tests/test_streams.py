@@ -1,0 +1,88 @@
+from __future__ import annotations
+
+import pytest
+from nats.aio.client import Client as NatsClient
+
+from eventwire import ConfigError, Stream, StreamConfigError
+from eventwire._streams import Durable
+from eventwire.transport import JetStreamTransport
+
+from .conftest import unique
+
+
+async def test_stream_is_created_then_left_alone(transport: JetStreamTransport, raw_nc: NatsClient) -> None:
+    name = unique("S")
+    stream = Stream(name, (f"{name}.>",), duplicate_window=30, max_age=3600, max_msg_size=4096)
+    await transport.ensure_stream(stream)
+    js = raw_nc.jetstream()
+    info = await js.stream_info(name)
+    assert info.config.subjects == [f"{name}.>"]
+    assert info.config.duplicate_window == 30
+    assert info.config.max_age == 3600
+    assert info.config.max_msg_size == 4096
+    await js.publish(f"{name}.x", b"1")
+    await transport.ensure_stream(stream)  # idempotent: nothing changes, nothing is lost
+    assert (await js.stream_info(name)).state.messages == 1
+
+
+async def test_compatible_change_updates_the_stream(transport: JetStreamTransport, raw_nc: NatsClient) -> None:
+    name = unique("S")
+    await transport.ensure_stream(Stream(name, (f"{name}.a",)))
+    await transport.ensure_stream(Stream(name, (f"{name}.a", f"{name}.b"), max_age=600, duplicate_window=60))
+    config = (await raw_nc.jetstream().stream_info(name)).config
+    assert sorted(config.subjects or []) == [f"{name}.a", f"{name}.b"]
+    assert config.max_age == 600
+    assert config.duplicate_window == 60
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "field"),
+    [
+        ({"storage": "file"}, {"storage": "memory"}, "storage"),
+        ({"retention": "limits"}, {"retention": "workqueue"}, "retention"),
+    ],
+)
+async def test_incompatible_change_names_the_field(
+    transport: JetStreamTransport, first: dict[str, str], second: dict[str, str], field: str
+) -> None:
+    name = unique("S")
+    await transport.ensure_stream(Stream(name, (f"{name}.>",), **first))  # type: ignore[arg-type]
+    with pytest.raises(StreamConfigError, match=field) as caught:
+        await transport.ensure_stream(Stream(name, (f"{name}.>",), **second))  # type: ignore[arg-type]
+    assert caught.value.field == field
+
+
+async def test_overlapping_subjects_are_a_stream_config_error(transport: JetStreamTransport) -> None:
+    name = unique("S")
+    await transport.ensure_stream(Stream(name, (f"{name}.>",)))
+    with pytest.raises(StreamConfigError, match="create"):
+        await transport.ensure_stream(Stream(unique("T"), (f"{name}.x",)))
+
+
+async def test_durable_is_created_and_updated(transport: JetStreamTransport, raw_nc: NatsClient) -> None:
+    name = unique("S")
+    await transport.ensure_stream(Stream(name, (f"{name}.>",)))
+    await transport.ensure_durable(Durable("svc-x", name, f"{name}.a", ack_wait=5, max_deliver=3))
+    await transport.ensure_durable(Durable("svc-x", name, f"{name}.a", ack_wait=7, max_deliver=4))
+    info = await raw_nc.jetstream().consumer_info(name, "svc-x")
+    assert (info.config.ack_wait, info.config.max_deliver, info.config.filter_subject) == (7, 4, f"{name}.a")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"name": "has.dot"}, "stream name"),
+        ({"subjects": ()}, "subjects"),
+        ({"subjects": ("a..b",)}, "invalid subject"),
+        ({"subjects": ("a.>.b",)}, "invalid subject"),
+        ({"retention": "forever"}, "retention"),
+        ({"replicas": 7}, "replicas"),
+        ({"duplicate_window": 0}, "duplicate_window"),
+        ({"max_age": 60, "duplicate_window": 120}, "duplicate_window"),
+        ({"max_msg_size": 0}, "max_msg_size"),
+    ],
+)
+def test_invalid_stream_declarations_fail_at_construction(kwargs: dict[str, object], message: str) -> None:
+    fields: dict[str, object] = {"name": "ORDERS", "subjects": ("orders.>",), **kwargs}
+    with pytest.raises(ConfigError, match=message):
+        Stream(**fields)  # type: ignore[arg-type]
