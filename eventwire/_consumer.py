@@ -128,12 +128,12 @@ class HandlerSpec:
     def call(self) -> Next:
         """The innermost step of the middleware chain: call the user's function."""
         func = self.func
-        params = [
+        required = [
             p
             for p in inspect.signature(func).parameters.values()
-            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)
+            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
         ]
-        if len(params) >= 2:
+        if len(required) >= 2:
 
             async def call_with_delivery(delivery: Delivery) -> None:
                 await func(delivery.event, delivery)
