@@ -201,8 +201,9 @@ class App:
             logger.warning(
                 "%s: no server URL configured; starting an embedded nats-server with a temporary store", self.name
             )
-            self._server = await asyncio.to_thread(EmbeddedServer().start)
+            self._server = await EmbeddedServer().start_async()
             url = self._server.url
+            logger.warning("%s: embedded nats-server (pid %s) on %s", self.name, self._server.pid, url)
         options = self._connect or ConnectOptions()
         if url is not None:
             options = dataclasses.replace(options, servers=tuple(s.strip() for s in url.split(",") if s.strip()))

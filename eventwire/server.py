@@ -7,6 +7,7 @@ the owner dies without cleaning up (even on SIGKILL).
 
 from __future__ import annotations
 
+import asyncio
 import atexit
 import contextlib
 import ctypes
@@ -80,6 +81,8 @@ class EmbeddedServer:
         self._process: subprocess.Popen[bytes] | None = None
         self._log: deque[str] = deque(maxlen=200)
         self._reader: threading.Thread | None = None
+        self._ready = threading.Event()
+        self._found_port: list[int] = []
 
     @property
     def url(self) -> str:
@@ -99,8 +102,25 @@ class EmbeddedServer:
         return "\n".join(self._log)
 
     def start(self) -> EmbeddedServer:
-        if self.running:
-            return self
+        """Start the server and wait until it accepts connections."""
+        if not self.running:
+            self._spawn()
+            self._await_ready()
+        return self
+
+    async def start_async(self) -> EmbeddedServer:
+        """:meth:`start` without blocking the event loop while the server boots.
+
+        The child is forked from the calling thread on purpose: on Linux it is
+        bound to that thread's lifetime, and the loop's thread lives as long as
+        the owner.
+        """
+        if not self.running:
+            self._spawn()
+            await asyncio.to_thread(self._await_ready)
+        return self
+
+    def _spawn(self) -> None:
         atexit.register(self._cleanup_at_exit)
         self.store_dir.mkdir(parents=True, exist_ok=True)
         args = [
@@ -114,8 +134,8 @@ class EmbeddedServer:
             str(self.store_dir),
             *self._extra_args,
         ]
-        ready = threading.Event()
-        found_port: list[int] = []
+        self._ready = threading.Event()
+        self._found_port = []
         self._log.clear()
         # A session of its own: Ctrl-C in a terminal reaches the owner, which stops the server last.
         process = subprocess.Popen(
@@ -127,27 +147,29 @@ class EmbeddedServer:
             preexec_fn=_die_with_parent,  # noqa: PLW1509
         )
         self._process = process
-
-        def read_log() -> None:
-            assert process.stderr is not None
-            for raw in process.stderr:
-                line = raw.decode(errors="replace").rstrip()
-                self._log.append(line)
-                match = _LISTENING.search(line)
-                if match:
-                    found_port.append(int(match.group(1)))
-                if _READY.search(line):
-                    ready.set()
-            ready.set()
-
-        self._reader = threading.Thread(target=read_log, name="nats-server-log", daemon=True)
+        self._reader = threading.Thread(target=self._read_log, args=(process,), name="nats-server-log", daemon=True)
         self._reader.start()
-        if not ready.wait(self._startup_timeout) or process.poll() is not None or not found_port:
+
+    def _read_log(self, process: subprocess.Popen[bytes]) -> None:
+        assert process.stderr is not None
+        for raw in process.stderr:
+            line = raw.decode(errors="replace").rstrip()
+            self._log.append(line)
+            match = _LISTENING.search(line)
+            if match:
+                self._found_port.append(int(match.group(1)))
+            if _READY.search(line):
+                self._ready.set()
+        self._ready.set()
+
+    def _await_ready(self) -> None:
+        process = self._process
+        assert process is not None
+        if not self._ready.wait(self._startup_timeout) or process.poll() is not None or not self._found_port:
             self._terminate(kill=True)
             raise ServerError(f"nats-server did not start:\n{self.log_tail()}")
-        self.port = found_port[0]
+        self.port = self._found_port[0]
         self._wait_accepting()
-        return self
 
     def _wait_accepting(self) -> None:
         deadline = time.monotonic() + self._startup_timeout

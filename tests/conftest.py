@@ -45,7 +45,9 @@ def unique(prefix: str) -> str:
     return f"{prefix}{uuid.uuid4().hex[:10]}"
 
 
-async def eventually(check: Callable[[], bool | Awaitable[bool]], timeout: float = 10.0, interval: float = 0.02) -> None:
+async def eventually(
+    check: Callable[[], bool | Awaitable[bool]], timeout: float = 10.0, interval: float = 0.02
+) -> None:
     """Wait until ``check`` holds; fail the test after ``timeout`` seconds."""
     loop = asyncio.get_running_loop()
     give_up_at = loop.time() + timeout

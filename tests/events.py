@@ -24,5 +24,5 @@ def make_event_class(package: str, name: str) -> type[Message]:
         label=descriptor_pb2.FieldDescriptorProto.LABEL_OPTIONAL,
     )
     pool = descriptor_pool.DescriptorPool()
-    file_descriptor = pool.Add(file_proto)
-    return message_factory.GetMessageClass(file_descriptor.message_types_by_name[name])
+    pool.Add(file_proto)
+    return message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{package}.{name}" if package else name))

@@ -94,9 +94,16 @@ async def test_restart_resumes_after_the_last_ack(
     second = build()
     async with second:
         for i in range(50, 100):
-            await js.publish(f"{stream.name}.a", OrderCreated(order_id=f"o-{i}").SerializeToString(), headers={
-                "ce-specversion": "1.0", "ce-id": f"id-{i}", "ce-source": "/raw", "ce-type": "shop.orders.v1.OrderCreated",
-            })
+            await js.publish(
+                f"{stream.name}.a",
+                OrderCreated(order_id=f"o-{i}").SerializeToString(),
+                headers={
+                    "ce-specversion": "1.0",
+                    "ce-id": f"id-{i}",
+                    "ce-source": "/raw",
+                    "ce-type": "shop.orders.v1.OrderCreated",
+                },
+            )
         await eventually(lambda: len(handled) == 100)
         await asyncio.sleep(0.3)
     assert set(handled) == {f"o-{i}" for i in range(100)}
@@ -147,10 +154,30 @@ async def test_deliveries_stop_at_max_deliver(
 BAD_HEADERS = {
     "no ce-type": {"ce-specversion": "1.0", "ce-id": "b1", "ce-source": "/raw"},
     "unknown ce-type": {"ce-specversion": "1.0", "ce-id": "b2", "ce-source": "/raw", "ce-type": "shop.x.v1.ThingDone"},
-    "bad spec version": {"ce-specversion": "0.3", "ce-id": "b3", "ce-source": "/raw", "ce-type": "shop.orders.v1.OrderCreated"},
-    "bad percent-encoding": {"ce-specversion": "1.0", "ce-id": "b%zz", "ce-source": "/raw", "ce-type": "shop.orders.v1.OrderCreated"},
-    "overlong utf-8": {"ce-specversion": "1.0", "ce-id": "b%C0%AF", "ce-source": "/raw", "ce-type": "shop.orders.v1.OrderCreated"},
-    "garbage payload": {"ce-specversion": "1.0", "ce-id": "b5", "ce-source": "/raw", "ce-type": "shop.orders.v1.OrderCreated"},
+    "bad spec version": {
+        "ce-specversion": "0.3",
+        "ce-id": "b3",
+        "ce-source": "/raw",
+        "ce-type": "shop.orders.v1.OrderCreated",
+    },
+    "bad percent-encoding": {
+        "ce-specversion": "1.0",
+        "ce-id": "b%zz",
+        "ce-source": "/raw",
+        "ce-type": "shop.orders.v1.OrderCreated",
+    },
+    "overlong utf-8": {
+        "ce-specversion": "1.0",
+        "ce-id": "b%C0%AF",
+        "ce-source": "/raw",
+        "ce-type": "shop.orders.v1.OrderCreated",
+    },
+    "garbage payload": {
+        "ce-specversion": "1.0",
+        "ce-id": "b5",
+        "ce-source": "/raw",
+        "ce-type": "shop.orders.v1.OrderCreated",
+    },
 }
 
 
@@ -190,7 +217,7 @@ async def test_bad_input_does_not_stop_the_good_events_behind_it(
 
 async def _settled(nc: NatsClient, stream: str, durable: str, count: int) -> bool:
     info = await nc.jetstream().consumer_info(stream, durable)
-    return info.ack_floor.stream_seq == count and info.num_ack_pending == 0
+    return bool(info.ack_floor.stream_seq == count and info.num_ack_pending == 0)
 
 
 async def test_follow_up_events_carry_correlation_and_causation(
@@ -318,9 +345,7 @@ async def test_stop_settles_in_flight_and_hands_back_the_rest(
     assert started_events.count("o-0") == 1
 
 
-async def test_handler_cut_off_by_shutdown_timeout_is_redelivered(
-    nats_server: EmbeddedServer, stream: Stream
-) -> None:
+async def test_handler_cut_off_by_shutdown_timeout_is_redelivered(nats_server: EmbeddedServer, stream: Stream) -> None:
     calls: list[int] = []
 
     def build(delay: float) -> App:

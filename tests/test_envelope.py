@@ -8,7 +8,12 @@ import pytest
 from eventwire import Envelope, EnvelopeError
 from eventwire._envelope import decode_value, encode_value, parse_message
 
-REQUIRED = {"ce-specversion": "1.0", "ce-id": "e-1", "ce-source": "/services/orders", "ce-type": "shop.orders.v1.OrderCreated"}
+REQUIRED = {
+    "ce-specversion": "1.0",
+    "ce-id": "e-1",
+    "ce-source": "/services/orders",
+    "ce-type": "shop.orders.v1.OrderCreated",
+}
 
 
 @pytest.mark.parametrize(
@@ -94,7 +99,8 @@ def test_structured_mode_is_decoded_from_the_body() -> None:
 
 
 def test_structured_mode_with_json_data() -> None:
-    body = {**{k.removeprefix("ce-"): v for k, v in REQUIRED.items()}, "datacontenttype": "application/json"}
+    body: dict[str, object] = {k.removeprefix("ce-"): v for k, v in REQUIRED.items()}
+    body["datacontenttype"] = "application/json"
     body["data"] = {"orderId": "o-1"}
     envelope, data = parse_message({"Content-Type": "application/cloudevents+json"}, json.dumps(body).encode())
     assert json.loads(data) == {"orderId": "o-1"}

@@ -64,7 +64,9 @@ async def test_published_event_carries_every_envelope_header(
     assert OrderCreated.FromString(stored.data or b"") == event
 
 
-async def test_business_msg_id_and_json_codec(transport: JetStreamTransport, stream: Stream, raw_nc: NatsClient) -> None:
+async def test_business_msg_id_and_json_codec(
+    transport: JetStreamTransport, stream: Stream, raw_nc: NatsClient
+) -> None:
     publisher = Publisher(transport, source="/services/orders", content_type=JSON)
     await publisher.publish(OrderCreated(order_id="o-2"), subject=f"{stream.name}.created", msg_id="ord-o-2")
     stored = await raw_nc.jetstream().get_msg(stream.name, 1)
@@ -104,9 +106,7 @@ async def test_expected_last_sequences(publisher: Publisher, stream: Stream) -> 
         await publisher.publish(OrderCreated(order_id="c"), subject=subject, expected_last_subject_sequence=1)
 
 
-async def test_missing_stream_is_retried_until_it_appears(
-    publisher: Publisher, transport: JetStreamTransport
-) -> None:
+async def test_missing_stream_is_retried_until_it_appears(publisher: Publisher, transport: JetStreamTransport) -> None:
     name = unique("LATE")
     pending = asyncio.create_task(publisher.publish(OrderCreated(order_id="late"), subject=f"{name}.created"))
     await asyncio.sleep(0.5)
@@ -166,7 +166,7 @@ async def test_publish_during_outage_succeeds_once_server_returns(
     pending = asyncio.create_task(publisher.publish(OrderCreated(order_id="o-1"), subject="orders.created"))
     await asyncio.sleep(1.5)  # several attempts fail while the server is down
     assert not pending.done()
-    await asyncio.to_thread(server.restart)
+    server.restart()
     ack = await asyncio.wait_for(pending, 20)
     assert ack.sequence == 1
     await asyncio.sleep(0.5)  # any buffered retry has reached the server by now
@@ -192,7 +192,7 @@ async def test_publish_many_survives_an_outage_without_duplicates(
     items = [Outgoing(OrderCreated(order_id=f"o-{i}"), subject="orders.created", msg_id=f"ord-{i}") for i in range(200)]
     pending = asyncio.create_task(publisher.publish_many(items, window=50))
     await asyncio.sleep(1.0)
-    await asyncio.to_thread(server.restart)
+    server.restart()
     results = await asyncio.wait_for(pending, 20)
     assert all(isinstance(r, PublishAck) for r in results)
     await asyncio.sleep(0.5)

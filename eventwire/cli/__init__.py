@@ -49,6 +49,9 @@ def server(
     """Run an embedded nats-server with JetStream in the foreground until Ctrl-C."""
     from ..server import EmbeddedServer
 
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
     embedded = EmbeddedServer(port=port or None, store_dir=store_dir, host=host)
     try:
         embedded.start()
@@ -57,9 +60,6 @@ def server(
         raise typer.Exit(1) from exc
     console.print(f"nats-server with JetStream on [bold]{embedded.url}[/bold], store {embedded.store_dir}")
     console.print(f"export {URL_ENV}={embedded.url}   # Ctrl-C stops it")
-    stop = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
     while not stop.wait(0.5):
         if not embedded.running:
             console.print(f"[red]nats-server exited[/red]\n{embedded.log_tail()}")
@@ -83,15 +83,15 @@ def load_app(target: str) -> App:
 
 @cli.command()
 def run(
-    target: Annotated[str, typer.Argument(metavar="APP", help="The App to run, as module:attribute.")],
+    app: Annotated[str, typer.Argument(help="The App to run, as module:attribute.")],
     url: UrlOption = None,
     log_level: LogLevel = "INFO",
 ) -> None:
     """Run an App until SIGTERM or Ctrl-C, then shut it down gracefully."""
     _configure_logging(log_level)
-    app = load_app(target)
+    service = load_app(app)
     try:
-        asyncio.run(app.run(url))
+        asyncio.run(service.run(url))
     except EventwireError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from exc

@@ -55,7 +55,7 @@ async def run_demo(url: str | None = None, orders: int = 1000, *, timeout: float
     """
     server = None
     if url is None:
-        server = await asyncio.to_thread(EmbeddedServer().start)
+        server = await EmbeddedServer().start_async()
         url = server.url
     state = DemoState(run_id=f"demo{secrets.token_hex(3)}", orders=orders)
     apps = [orders_service(url), inventory_service(url, state), notifications_service(url, state)]
