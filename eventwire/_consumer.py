@@ -333,7 +333,13 @@ class Consumer:
                     try:
                         await message.in_progress()
                     except Exception as exc:
-                        logger.debug("in-progress failed: %r", exc)
+                        if logger.isEnabledFor(logging.DEBUG):
+                            headers = message.headers or {}
+                            logger.debug(
+                                "in-progress failed: %r [%s]",
+                                exc,
+                                describe(message, headers.get("ce-type"), headers.get("ce-id")),
+                            )
 
     async def stop(self, timeout: float) -> None:
         """Stop fetching, let in-flight handlers settle within ``timeout``, hand back the rest."""
