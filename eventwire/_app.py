@@ -14,7 +14,7 @@ from typing import TypeVar
 from google.protobuf.message import Message
 
 from ._backoff import Backoff
-from ._consumer import Consumer, HandlerFunc, HandlerSpec, Middleware, UnknownTypePolicy
+from ._consumer import Consumer, HandlerFunc, HandlerSpec, Middleware, SettlementListener, UnknownTypePolicy
 from ._errors import ConfigError
 from ._publisher import Publisher
 from ._streams import Durable, Stream, check_name, check_subject
@@ -70,6 +70,7 @@ class App:
             self._add_stream(stream)
         self._handlers: list[HandlerSpec] = []
         self._consumers: list[Consumer] = []
+        self._listeners: list[SettlementListener] = []
         self._transport: Transport | None = None
         self._publisher: Publisher | None = None
         self._server: EmbeddedServer | None = None
@@ -165,6 +166,13 @@ class App:
 
         return register
 
+    def add_listener(self, listener: SettlementListener) -> None:
+        """Call ``listener`` with a :class:`Settlement` each time a handler's delivery is settled.
+
+        Listeners run on the hot path: keep them quick and never raise.
+        """
+        self._listeners.append(listener)
+
     # -- lifecycle -----------------------------------------------------------------------------
 
     async def start(self, url: str | None = None, *, transport: Transport | None = None) -> None:
@@ -186,7 +194,7 @@ class App:
             for spec in self._handlers:
                 await self._transport.ensure_durable(spec.durable)
             for spec in self._handlers:
-                consumer = Consumer(spec, self._transport, self._publisher, self._middleware)
+                consumer = Consumer(spec, self._transport, self._publisher, self._middleware, self._listeners)
                 await consumer.start()
                 self._consumers.append(consumer)
         except BaseException:

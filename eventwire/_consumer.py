@@ -92,6 +92,27 @@ def describe(message: InboundMessage, ce_type: str | None, ce_id: str | None) ->
     )
 
 
+Outcome = Literal["ack", "nak", "term"]
+
+
+@dataclass(frozen=True, slots=True)
+class Settlement:
+    """How one delivery was settled: what App listeners (tests, metrics) are told."""
+
+    handler: str
+    subject: str
+    stream_sequence: int
+    delivery_count: int
+    ce_type: str | None
+    ce_id: str | None
+    outcome: Outcome
+    delay: float | None = None
+    reason: str | None = None
+
+
+SettlementListener = Callable[[Settlement], None]
+
+
 def _log_fields(message: InboundMessage, ce_type: str | None, ce_id: str | None) -> dict[str, Any]:
     return {
         "subject": message.subject,
@@ -155,8 +176,10 @@ class Consumer:
         transport: Transport,
         publisher: Publisher,
         middleware: tuple[Middleware, ...] = (),
+        listeners: list[SettlementListener] | None = None,
     ) -> None:
         self._spec = spec
+        self._listeners = listeners if listeners is not None else []
         self._transport = transport
         self._publisher = publisher
         self._routes: dict[str, type[Message]] = {t.DESCRIPTOR.full_name: t for t in spec.event_types}
@@ -261,31 +284,17 @@ class Consumer:
     async def _failed(self, message: InboundMessage, envelope: Envelope, exc: Exception) -> None:
         durable = self._spec.durable
         if message.delivery_count >= durable.max_deliver:
-            await self._settle(
-                message,
-                "term",
-                envelope.type,
-                envelope.id,
-                f"handler {self._spec.name} failed on the last of {durable.max_deliver} deliveries: {exc!r}",
-                exc=exc,
-            )
+            reason = f"handler {self._spec.name} failed on the last of {durable.max_deliver} deliveries: {exc!r}"
+            await self._settle(message, "term", envelope.type, envelope.id, reason, exc=exc)
             return
         delay = self._spec.backoff.delay(message.delivery_count)
-        if logger.isEnabledFor(logging.WARNING):
-            logger.warning(
-                "handler %s raised %r; nak, redelivery in %.3fs [%s]",
-                self._spec.name,
-                exc,
-                delay,
-                describe(message, envelope.type, envelope.id),
-                extra={"eventwire": _log_fields(message, envelope.type, envelope.id)},
-            )
-        await self._settle(message, "nak", envelope.type, envelope.id, delay=delay)
+        reason = f"handler {self._spec.name} raised {exc!r}; redelivery in {delay:.3f}s"
+        await self._settle(message, "nak", envelope.type, envelope.id, reason, delay=delay)
 
     async def _settle(
         self,
         message: InboundMessage,
-        outcome: Literal["ack", "nak", "term"],
+        outcome: Outcome,
         ce_type: str | None,
         ce_id: str | None,
         reason: str | None = None,
@@ -319,6 +328,21 @@ class Consumer:
                 settle_error,
                 describe(message, ce_type, ce_id),
             )
+            return
+        if self._listeners:
+            settlement = Settlement(
+                self._spec.name,
+                message.subject,
+                message.stream_sequence,
+                message.delivery_count,
+                ce_type,
+                ce_id,
+                outcome,
+                delay,
+                reason,
+            )
+            for listener in self._listeners:
+                listener(settlement)
 
     async def _beat(self) -> None:
         """Send in-progress for messages held longer than half of ack_wait, so none is redelivered mid-work."""

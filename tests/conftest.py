@@ -14,12 +14,7 @@ from nats.aio.client import Client as NatsClient
 from eventwire.server import EmbeddedServer
 from eventwire.transport import ConnectOptions, JetStreamTransport
 
-
-@pytest.fixture(scope="session")
-def nats_server() -> Iterator[EmbeddedServer]:
-    """One JetStream server for the session; tests isolate themselves with unique stream names."""
-    with EmbeddedServer() as server:
-        yield server
+pytest_plugins = ["pytester"]
 
 
 @pytest.fixture
@@ -33,8 +28,8 @@ def fresh_server(tmp_path: Path) -> Iterator[EmbeddedServer]:
 
 
 @pytest.fixture
-async def raw_nc(nats_server: EmbeddedServer) -> AsyncIterator[NatsClient]:
-    nc = await nats.connect(nats_server.url)
+async def raw_nc(jetstream_server: EmbeddedServer) -> AsyncIterator[NatsClient]:
+    nc = await nats.connect(jetstream_server.url)
     try:
         yield nc
     finally:
@@ -63,8 +58,8 @@ async def eventually(
 
 
 @pytest.fixture
-async def transport(nats_server: EmbeddedServer) -> AsyncIterator[JetStreamTransport]:
-    connected = await JetStreamTransport.connect(ConnectOptions.from_url(nats_server.url))
+async def transport(jetstream_server: EmbeddedServer) -> AsyncIterator[JetStreamTransport]:
+    connected = await JetStreamTransport.connect(ConnectOptions.from_url(jetstream_server.url))
     try:
         yield connected
     finally:

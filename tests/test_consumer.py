@@ -41,10 +41,10 @@ def make_app(server: EmbeddedServer, name: str = "svc", **kwargs: object) -> App
 
 
 async def test_round_trip_delivers_event_and_envelope(
-    nats_server: EmbeddedServer, stream: Stream, started: Callable[[App], asyncio.Future[None]]
+    jetstream_server: EmbeddedServer, stream: Stream, started: Callable[[App], asyncio.Future[None]]
 ) -> None:
     received: list[Delivery] = []
-    app = make_app(nats_server)
+    app = make_app(jetstream_server)
 
     @app.handler(OrderCreated, stream=stream, subject=f"{stream.name}.created")
     async def on_order(event: OrderCreated, delivery: Delivery) -> None:
@@ -68,12 +68,12 @@ async def test_round_trip_delivers_event_and_envelope(
 
 
 async def test_restart_resumes_after_the_last_ack(
-    nats_server: EmbeddedServer, stream: Stream, raw_nc: NatsClient
+    jetstream_server: EmbeddedServer, stream: Stream, raw_nc: NatsClient
 ) -> None:
     handled: Counter[str] = Counter()
 
     def build() -> App:
-        app = make_app(nats_server, "resume")
+        app = make_app(jetstream_server, "resume")
 
         @app.handler(OrderCreated, stream=stream)
         async def count(event: OrderCreated) -> None:
@@ -111,11 +111,11 @@ async def test_restart_resumes_after_the_last_ack(
 
 
 async def test_failed_handler_is_redelivered_no_sooner_than_the_nak_delay(
-    nats_server: EmbeddedServer, stream: Stream, started: Callable[[App], asyncio.Future[None]]
+    jetstream_server: EmbeddedServer, stream: Stream, started: Callable[[App], asyncio.Future[None]]
 ) -> None:
     loop = asyncio.get_running_loop()
     calls: list[tuple[int, float]] = []
-    app = make_app(nats_server)
+    app = make_app(jetstream_server)
 
     @app.handler(OrderCreated, stream=stream, backoff=Backoff(initial=1.0, jitter=0))
     async def flaky(event: OrderCreated, delivery: Delivery) -> None:
@@ -134,10 +134,10 @@ async def test_failed_handler_is_redelivered_no_sooner_than_the_nak_delay(
 
 
 async def test_deliveries_stop_at_max_deliver(
-    nats_server: EmbeddedServer, stream: Stream, started: Callable[[App], asyncio.Future[None]]
+    jetstream_server: EmbeddedServer, stream: Stream, started: Callable[[App], asyncio.Future[None]]
 ) -> None:
     calls: list[int] = []
-    app = make_app(nats_server)
+    app = make_app(jetstream_server)
 
     @app.handler(OrderCreated, stream=stream, max_deliver=3, backoff=Backoff(initial=0.05, jitter=0))
     async def broken(event: OrderCreated, delivery: Delivery) -> None:
@@ -182,14 +182,14 @@ BAD_HEADERS = {
 
 
 async def test_bad_input_does_not_stop_the_good_events_behind_it(
-    nats_server: EmbeddedServer,
+    jetstream_server: EmbeddedServer,
     stream: Stream,
     raw_nc: NatsClient,
     started: Callable[[App], asyncio.Future[None]],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     handled: list[str] = []
-    app = make_app(nats_server)
+    app = make_app(jetstream_server)
 
     @app.handler(OrderCreated, stream=stream, backoff=Backoff(initial=0.05))
     async def on_order(event: OrderCreated) -> None:
@@ -221,12 +221,12 @@ async def _settled(nc: NatsClient, stream: str, durable: str, count: int) -> boo
 
 
 async def test_follow_up_events_carry_correlation_and_causation(
-    nats_server: EmbeddedServer, started: Callable[[App], asyncio.Future[None]]
+    jetstream_server: EmbeddedServer, started: Callable[[App], asyncio.Future[None]]
 ) -> None:
     orders = Stream(unique("O"), ("corr-orders-" + unique("") + ".>",))
     stock = Stream(unique("I"), ("corr-stock-" + unique("") + ".>",))
     seen: list[Delivery] = []
-    app = make_app(nats_server)
+    app = make_app(jetstream_server)
 
     @app.handler(OrderCreated, stream=orders)
     async def reserve(event: OrderCreated, delivery: Delivery) -> None:
@@ -247,10 +247,10 @@ async def test_follow_up_events_carry_correlation_and_causation(
 
 
 async def test_long_handler_sends_heartbeats_and_is_not_redelivered(
-    nats_server: EmbeddedServer, stream: Stream, started: Callable[[App], asyncio.Future[None]]
+    jetstream_server: EmbeddedServer, stream: Stream, started: Callable[[App], asyncio.Future[None]]
 ) -> None:
     calls: list[int] = []
-    app = make_app(nats_server)
+    app = make_app(jetstream_server)
 
     @app.handler(OrderCreated, stream=stream, ack_wait=1.0)
     async def slow(event: OrderCreated, delivery: Delivery) -> None:
@@ -265,12 +265,12 @@ async def test_long_handler_sends_heartbeats_and_is_not_redelivered(
 
 
 async def test_concurrency_runs_handlers_in_parallel(
-    nats_server: EmbeddedServer, stream: Stream, started: Callable[[App], asyncio.Future[None]]
+    jetstream_server: EmbeddedServer, stream: Stream, started: Callable[[App], asyncio.Future[None]]
 ) -> None:
     running = 0
     peak = 0
     done: list[str] = []
-    app = make_app(nats_server)
+    app = make_app(jetstream_server)
 
     @app.handler(OrderCreated, stream=stream, concurrency=4)
     async def work(event: OrderCreated) -> None:
@@ -289,12 +289,12 @@ async def test_concurrency_runs_handlers_in_parallel(
 
 
 async def test_instances_of_one_durable_split_the_events(
-    nats_server: EmbeddedServer, stream: Stream, started: Callable[[App], asyncio.Future[None]]
+    jetstream_server: EmbeddedServer, stream: Stream, started: Callable[[App], asyncio.Future[None]]
 ) -> None:
     by_instance: list[list[str]] = [[], []]
     apps = []
     for seen in by_instance:
-        app = make_app(nats_server, "split")
+        app = make_app(jetstream_server, "split")
 
         @app.handler(OrderCreated, stream=stream, prefetch=4)
         async def work(event: OrderCreated, seen: list[str] = seen) -> None:
@@ -315,13 +315,13 @@ async def test_instances_of_one_durable_split_the_events(
 
 
 async def test_stop_settles_in_flight_and_hands_back_the_rest(
-    nats_server: EmbeddedServer, stream: Stream, raw_nc: NatsClient
+    jetstream_server: EmbeddedServer, stream: Stream, raw_nc: NatsClient
 ) -> None:
     started_events: list[str] = []
     finished: list[str] = []
 
     def build(delay: float) -> App:
-        app = make_app(nats_server, "handback", shutdown_timeout=5.0)
+        app = make_app(jetstream_server, "handback", shutdown_timeout=5.0)
 
         @app.handler(OrderCreated, stream=stream, ack_wait=30.0, prefetch=50)
         async def slow(event: OrderCreated) -> None:
@@ -345,11 +345,13 @@ async def test_stop_settles_in_flight_and_hands_back_the_rest(
     assert started_events.count("o-0") == 1
 
 
-async def test_handler_cut_off_by_shutdown_timeout_is_redelivered(nats_server: EmbeddedServer, stream: Stream) -> None:
+async def test_handler_cut_off_by_shutdown_timeout_is_redelivered(
+    jetstream_server: EmbeddedServer, stream: Stream
+) -> None:
     calls: list[int] = []
 
     def build(delay: float) -> App:
-        app = make_app(nats_server, "cutoff", shutdown_timeout=0.3)
+        app = make_app(jetstream_server, "cutoff", shutdown_timeout=0.3)
 
         @app.handler(OrderCreated, stream=stream, ack_wait=1.0)
         async def slow(event: OrderCreated, delivery: Delivery) -> None:

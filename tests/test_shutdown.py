@@ -47,11 +47,11 @@ async def wait_exit(process: subprocess.Popen[bytes], timeout: float) -> int:
 
 
 async def test_sigterm_mid_handler_finishes_acks_and_exits_zero(
-    nats_server: EmbeddedServer, raw_nc: NatsClient, tmp_path: Path
+    jetstream_server: EmbeddedServer, raw_nc: NatsClient, tmp_path: Path
 ) -> None:
     stream = unique("SIG")
     await publish_orders(raw_nc, stream, 5)
-    service = start_service(nats_server, stream, tmp_path, TEST_HANDLER_SECONDS="1.5")
+    service = start_service(jetstream_server, stream, tmp_path, TEST_HANDLER_SECONDS="1.5")
     try:
         await eventually((tmp_path / "started-o-0").exists, timeout=30)
         service.send_signal(signal.SIGTERM)
@@ -67,7 +67,7 @@ async def test_sigterm_mid_handler_finishes_acks_and_exits_zero(
     assert info.ack_floor.stream_seq == 1
 
     handled: list[str] = []
-    fresh = App("slowsvc", url=nats_server.url, idle_heartbeat=0.5)
+    fresh = App("slowsvc", url=jetstream_server.url, idle_heartbeat=0.5)
 
     @fresh.handler(OrderCreated, stream=Stream(stream, (f"{stream}.>",)), ack_wait=30.0, prefetch=10)
     async def slow(event: OrderCreated) -> None:
@@ -80,10 +80,12 @@ async def test_sigterm_mid_handler_finishes_acks_and_exits_zero(
     assert sorted(handled) == ["o-1", "o-2", "o-3", "o-4"]
 
 
-async def test_second_signal_exits_at_once(nats_server: EmbeddedServer, raw_nc: NatsClient, tmp_path: Path) -> None:
+async def test_second_signal_exits_at_once(
+    jetstream_server: EmbeddedServer, raw_nc: NatsClient, tmp_path: Path
+) -> None:
     stream = unique("SIG")
     await publish_orders(raw_nc, stream, 1)
-    service = start_service(nats_server, stream, tmp_path, TEST_HANDLER_SECONDS="60")
+    service = start_service(jetstream_server, stream, tmp_path, TEST_HANDLER_SECONDS="60")
     try:
         await eventually((tmp_path / "started-o-0").exists, timeout=30)
         service.send_signal(signal.SIGTERM)

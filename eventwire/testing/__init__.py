@@ -1,0 +1,25 @@
+"""Testing eventwire services: an in-memory broker with JetStream semantics, a virtual clock, probes.
+
+``eventwire.testing`` is also a pytest plugin (registered as ``eventwire``):
+fixtures ``memory_broker``, ``jetstream_server`` and ``jetstream_url``, and the
+``virtual_time`` marker that runs an async test on :class:`VirtualTimeLoop`.
+"""
+
+from .._consumer import Settlement
+from ..transport.memory import DurableState, MemoryBroker, MemoryTransport
+from ._clock import VirtualClock, VirtualTimeLoop, virtual_time_loop
+from ._probe import AppProbe, PublishedEvent, RecordingTransport, running
+
+__all__ = [
+    "AppProbe",
+    "DurableState",
+    "MemoryBroker",
+    "MemoryTransport",
+    "PublishedEvent",
+    "RecordingTransport",
+    "Settlement",
+    "VirtualClock",
+    "VirtualTimeLoop",
+    "running",
+    "virtual_time_loop",
+]

@@ -1,0 +1,58 @@
+"""The eventwire pytest plugin: fixtures for the memory broker and a real JetStream server."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import Any
+
+import pytest
+
+from ..server import EmbeddedServer
+from ..transport.memory import MemoryBroker
+from ._clock import VirtualTimeLoop
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "virtual_time: run this async test on eventwire's VirtualTimeLoop (delays cost no real time)"
+    )
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> Mapping[str, Any]:
+    # pytest-asyncio wants a mapping for every item once any plugin implements this hook.
+    if item.get_closest_marker("virtual_time") is not None:
+        return {"virtual_time": VirtualTimeLoop}
+    return {"asyncio": asyncio.new_event_loop}
+
+
+@pytest.fixture
+def memory_broker() -> MemoryBroker:
+    """A fresh in-memory broker; connect Apps to it with ``MemoryTransport(memory_broker)``."""
+    return MemoryBroker()
+
+
+@pytest.fixture(scope="session")
+def jetstream_server() -> Iterator[EmbeddedServer]:
+    """A real nats-server with JetStream, shared by the whole test session."""
+    with EmbeddedServer() as server:
+        yield server
+
+
+@pytest.fixture
+async def jetstream_url(jetstream_server: EmbeddedServer) -> AsyncIterator[str]:
+    """The shared server's URL; streams a test creates are deleted after it, so tests do not see each other."""
+    import nats
+
+    nc = await nats.connect(jetstream_server.url)
+    try:
+        js = nc.jetstream()
+        before = {info.config.name for info in await js.streams_info()}
+        yield jetstream_server.url
+        for info in await js.streams_info():
+            name = info.config.name
+            if name is not None and name not in before:
+                await js.delete_stream(name)
+    finally:
+        await nc.close()

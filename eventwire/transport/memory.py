@@ -1,0 +1,460 @@
+"""An in-process transport with JetStream's semantics, for tests.
+
+A :class:`MemoryBroker` plays the server: streams with subject wildcards and
+limits, durable consumers (every durable sees every message of its filter,
+instances of one durable split them), explicit ack, nak with delay, term,
+in-progress, redelivery after ack_wait, max_deliver, max_ack_pending, the
+dedup window and expected-sequence checks. Each :class:`MemoryTransport` is
+one connection to it. Delivery is always asynchronous, as over a network:
+``publish`` never runs a handler.
+
+All timing reads the event loop's clock, so on
+:class:`eventwire.testing.VirtualTimeLoop` delays cost no real time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import bisect
+from collections import OrderedDict, deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+from .._errors import PublishError, StreamConfigError, WrongLastSequence
+from .._streams import Durable, Stream
+from ._protocol import InboundMessage, PublishAck, TransientPublishFailure
+
+DEFAULT_MAX_PAYLOAD = 1024 * 1024
+
+
+def subject_matches(pattern: str, subject: str) -> bool:
+    """NATS subject matching: ``*`` is one token, a final ``>`` is one or more."""
+    pattern_tokens = pattern.split(".")
+    tokens = subject.split(".")
+    for i, token in enumerate(pattern_tokens):
+        if token == ">":
+            return len(tokens) > i
+        if i >= len(tokens) or (token != "*" and token != tokens[i]):
+            return False
+    return len(tokens) == len(pattern_tokens)
+
+
+def _subjects_overlap(a: str, b: str) -> bool:
+    ta, tb = a.split("."), b.split(".")
+    for i in range(max(len(ta), len(tb))):
+        x = ta[i] if i < len(ta) else None
+        y = tb[i] if i < len(tb) else None
+        if x == ">" or y == ">":
+            return x is not None and y is not None
+        if x is None or y is None:
+            return False
+        if x != y and "*" not in (x, y):
+            return False
+    return True
+
+
+@dataclass(slots=True)
+class _Stored:
+    sequence: int
+    subject: str
+    data: bytes
+    headers: dict[str, str]
+    stored_at: float
+    # Durables that still owe an ack (interest and workqueue retention only).
+    awaiting: set[str] = field(default_factory=set)
+
+    @property
+    def size(self) -> int:
+        return len(self.subject) + len(self.data) + sum(len(k) + len(v) for k, v in self.headers.items())
+
+
+class _MemoryStream:
+    def __init__(self, config: Stream) -> None:
+        self.config = config
+        self.messages: OrderedDict[int, _Stored] = OrderedDict()
+        self.last_sequence = 0
+        self.bytes = 0
+        self.last_by_subject: dict[str, int] = {}
+        self.dedup: OrderedDict[str, tuple[int, float]] = OrderedDict()
+        self.durables: dict[str, _MemoryDurable] = {}
+
+    def delete(self, sequence: int) -> None:
+        stored = self.messages.pop(sequence, None)
+        if stored is not None:
+            self.bytes -= stored.size
+
+    def expire(self, now: float) -> None:
+        window = self.config.duplicate_window
+        while self.dedup:
+            msg_id, (_, at) = next(iter(self.dedup.items()))
+            if now - at < window:
+                break
+            del self.dedup[msg_id]
+        if self.config.max_age is not None:
+            oldest_allowed = now - self.config.max_age
+            while self.messages:
+                first = next(iter(self.messages.values()))
+                if first.stored_at > oldest_allowed:
+                    break
+                self.delete(first.sequence)
+
+    def enforce_limits(self) -> None:
+        config = self.config
+        while self.messages and (
+            (config.max_msgs is not None and len(self.messages) > config.max_msgs)
+            or (config.max_bytes is not None and self.bytes > config.max_bytes)
+        ):
+            self.delete(next(iter(self.messages)))
+
+
+@dataclass(slots=True)
+class _Pending:
+    delivery_count: int
+    timer: asyncio.TimerHandle | None
+    # Waiting for its nak delay or ack_wait to pass, or already queued for redelivery.
+    redeliver: bool = False
+
+
+class MemoryMessage:
+    """One delivery from a :class:`MemoryBroker`."""
+
+    __slots__ = ("_durable", "data", "delivery_count", "headers", "progress_at", "stream_sequence", "subject")
+
+    def __init__(self, durable: _MemoryDurable, stored: _Stored, delivery_count: int, now: float) -> None:
+        self._durable = durable
+        self.subject = stored.subject
+        self.data = stored.data
+        self.headers: Mapping[str, str] | None = dict(stored.headers) if stored.headers else None
+        self.stream_sequence = stored.sequence
+        self.delivery_count = delivery_count
+        self.progress_at = now
+
+    async def ack(self) -> None:
+        self._durable.ack(self.stream_sequence)
+
+    async def nak(self, delay: float | None = None) -> None:
+        self._durable.nak(self.stream_sequence, delay)
+
+    async def term(self) -> None:
+        self._durable.term(self.stream_sequence)
+
+    async def in_progress(self) -> None:
+        self._durable.in_progress(self.stream_sequence)
+
+
+class MemoryPull:
+    """A pull on a memory durable: the broker delivers while the consumer has room."""
+
+    def __init__(self, durable: _MemoryDurable, sink: Callable[[InboundMessage], None], capacity: Callable[[], int]):
+        self._durable = durable
+        self.sink = sink
+        self.capacity = capacity
+
+    def notify(self) -> None:
+        self._durable.schedule()
+
+    async def stop(self) -> None:
+        self._durable.detach(self)
+
+
+class _MemoryDurable:
+    def __init__(self, broker: MemoryBroker, stream: _MemoryStream, config: Durable) -> None:
+        self.broker = broker
+        self.stream = stream
+        self.config = config
+        self.next_sequence = 1  # the first stream sequence not yet delivered
+        self.ack_floor = 0
+        self.pending: dict[int, _Pending] = {}
+        self.redeliveries: list[int] = []  # sorted stream sequences ready for redelivery
+        self.pulls: deque[MemoryPull] = deque()
+        self._scheduled = False
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        return asyncio.get_running_loop()
+
+    def schedule(self) -> None:
+        if not self._scheduled and self.pulls:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._deliver)
+
+    def detach(self, pull: MemoryPull) -> None:
+        if pull in self.pulls:
+            self.pulls.remove(pull)
+
+    def _next(self) -> tuple[_Stored, int] | None:
+        """The next message to deliver and its delivery count: redeliveries first, in order."""
+        while self.redeliveries:
+            sequence = self.redeliveries.pop(0)
+            entry = self.pending.get(sequence)
+            stored = self.stream.messages.get(sequence)
+            if entry is None or stored is None:
+                self.pending.pop(sequence, None)
+                continue
+            entry.redeliver = False
+            entry.delivery_count += 1
+            return stored, entry.delivery_count
+        if len(self.pending) >= self.config.max_ack_pending:
+            return None
+        while self.next_sequence <= self.stream.last_sequence:
+            sequence = self.next_sequence
+            self.next_sequence += 1
+            stored = self.stream.messages.get(sequence)
+            if stored is not None and subject_matches(self.config.filter_subject, stored.subject):
+                self.pending[sequence] = _Pending(delivery_count=1, timer=None)
+                return stored, 1
+        return None
+
+    def _deliver(self) -> None:
+        self._scheduled = False
+        loop = asyncio.get_running_loop()
+        self.stream.expire(loop.time())
+        while self.pulls:
+            pull = next((p for p in self.pulls if p.capacity() > 0), None)
+            if pull is None:
+                return
+            found = self._next()
+            if found is None:
+                return
+            stored, delivery_count = found
+            entry = self.pending[stored.sequence]
+            entry.timer = loop.call_at(loop.time() + self.config.ack_wait, self._ack_wait_expired, stored.sequence)
+            # Round-robin, so instances of one durable share the work.
+            self.pulls.remove(pull)
+            self.pulls.append(pull)
+            pull.sink(MemoryMessage(self, stored, delivery_count, loop.time()))
+
+    def _settle(self, sequence: int) -> _Pending | None:
+        entry = self.pending.pop(sequence, None)
+        if entry is not None and entry.timer is not None:
+            entry.timer.cancel()
+        if sequence in self.redeliveries:
+            self.redeliveries.remove(sequence)
+        return entry
+
+    def _advance_floor(self) -> None:
+        floor = min(self.pending, default=self.next_sequence) - 1
+        self.ack_floor = max(self.ack_floor, floor)
+
+    def ack(self, sequence: int) -> None:
+        if self._settle(sequence) is None:
+            return
+        self._advance_floor()
+        self.broker.acknowledged(self.stream, self.config.name, sequence)
+        self.schedule()
+
+    def term(self, sequence: int) -> None:
+        self.ack(sequence)
+
+    def nak(self, sequence: int, delay: float | None) -> None:
+        entry = self.pending.get(sequence)
+        if entry is None or entry.redeliver:
+            return
+        if entry.timer is not None:
+            entry.timer.cancel()
+        entry.redeliver = True
+        if delay:
+            loop = asyncio.get_running_loop()
+            entry.timer = loop.call_at(loop.time() + delay, self._ready_again, sequence)
+        else:
+            entry.timer = None
+            self._ready_again(sequence)
+
+    def in_progress(self, sequence: int) -> None:
+        entry = self.pending.get(sequence)
+        if entry is None or entry.redeliver or entry.timer is None:
+            return
+        entry.timer.cancel()
+        loop = asyncio.get_running_loop()
+        entry.timer = loop.call_at(loop.time() + self.config.ack_wait, self._ack_wait_expired, sequence)
+
+    def _ack_wait_expired(self, sequence: int) -> None:
+        entry = self.pending.get(sequence)
+        if entry is None or entry.redeliver:
+            return
+        entry.redeliver = True
+        self._ready_again(sequence)
+
+    def _ready_again(self, sequence: int) -> None:
+        entry = self.pending.get(sequence)
+        if entry is None:
+            return
+        entry.timer = None
+        if entry.delivery_count >= self.config.max_deliver:
+            # Deliveries exhausted: JetStream stops delivering it.
+            del self.pending[sequence]
+            self._advance_floor()
+            self.schedule()
+            return
+        bisect.insort(self.redeliveries, sequence)
+        self.schedule()
+
+
+class MemoryBroker:
+    """The in-memory "server" shared by the :class:`MemoryTransport` connections of a test."""
+
+    def __init__(self, *, max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
+        self.max_payload = max_payload
+        self.streams: dict[str, _MemoryStream] = {}
+
+    def stream_for(self, subject: str) -> _MemoryStream | None:
+        for stream in self.streams.values():
+            if any(subject_matches(pattern, subject) for pattern in stream.config.subjects):
+                return stream
+        return None
+
+    def ensure_stream(self, config: Stream) -> None:
+        current = self.streams.get(config.name)
+        if current is None:
+            for other in self.streams.values():
+                for mine in config.subjects:
+                    if any(_subjects_overlap(mine, theirs) for theirs in other.config.subjects):
+                        raise StreamConfigError(
+                            config.name, "create", f"subjects overlap with stream {other.config.name}"
+                        )
+            self.streams[config.name] = _MemoryStream(config)
+            return
+        for name in ("storage", "retention"):
+            have, want = getattr(current.config, name), getattr(config, name)
+            if have != want:
+                raise StreamConfigError(
+                    config.name, name, f"is {have} on the server, declared {want}; this cannot change in place"
+                )
+        current.config = config
+        current.enforce_limits()
+
+    def ensure_durable(self, config: Durable) -> None:
+        stream = self.streams.get(config.stream)
+        if stream is None:
+            raise StreamConfigError(config.stream, f"consumer {config.name}", "stream not found")
+        durable = stream.durables.get(config.name)
+        if durable is None:
+            stream.durables[config.name] = _MemoryDurable(self, stream, config)
+        else:
+            durable.config = config
+
+    def publish(self, subject: str, payload: bytes, headers: Mapping[str, str], now: float) -> PublishAck:
+        stream = self.stream_for(subject)
+        if stream is None:
+            raise TransientPublishFailure("no responders: no stream, or no JetStream leader")
+        config = stream.config
+        stream.expire(now)
+        expected_stream = headers.get("Nats-Expected-Stream")
+        if expected_stream is not None and expected_stream != config.name:
+            raise PublishError("JetStream refused the message (400/10060): expected stream does not match")
+        size = len(payload) + sum(len(k) + len(v) for k, v in headers.items())
+        if config.max_msg_size is not None and size > config.max_msg_size:
+            raise PublishError("JetStream refused the message (400/10054): message size exceeds maximum allowed")
+        msg_id = headers.get("Nats-Msg-Id")
+        if msg_id is not None and msg_id in stream.dedup:
+            return PublishAck(config.name, stream.dedup[msg_id][0], duplicate=True)
+        expected_last = headers.get("Nats-Expected-Last-Sequence")
+        if expected_last is not None and int(expected_last) != stream.last_sequence:
+            raise WrongLastSequence(f"wrong last sequence: {stream.last_sequence}")
+        expected_subject = headers.get("Nats-Expected-Last-Subject-Sequence")
+        if expected_subject is not None and int(expected_subject) != stream.last_by_subject.get(subject, 0):
+            raise WrongLastSequence(f"wrong last sequence: {stream.last_by_subject.get(subject, 0)}")
+        stream.last_sequence += 1
+        sequence = stream.last_sequence
+        stored = _Stored(sequence, subject, payload, dict(headers), now)
+        if config.retention != "limits":
+            stored.awaiting = {
+                name for name, d in stream.durables.items() if subject_matches(d.config.filter_subject, subject)
+            }
+        # An interest stream keeps nothing that no one is interested in.
+        if config.retention != "interest" or stored.awaiting:
+            stream.messages[sequence] = stored
+            stream.bytes += stored.size
+        stream.last_by_subject[subject] = sequence
+        if msg_id is not None:
+            stream.dedup[msg_id] = (sequence, now)
+        stream.enforce_limits()
+        for durable in stream.durables.values():
+            durable.schedule()
+        return PublishAck(config.name, sequence)
+
+    def acknowledged(self, stream: _MemoryStream, durable: str, sequence: int) -> None:
+        if stream.config.retention == "limits":
+            return
+        stored = stream.messages.get(sequence)
+        if stored is None:
+            return
+        if stream.config.retention == "workqueue":
+            stream.delete(sequence)
+            return
+        stored.awaiting.discard(durable)
+        if not stored.awaiting:
+            stream.delete(sequence)
+
+    def info(self, stream: str, durable: str) -> DurableState:
+        """What JetStream's consumer info would say about a durable, for assertions."""
+        state = self.streams[stream].durables[durable]
+        return DurableState(
+            ack_floor=state.ack_floor,
+            num_ack_pending=len(state.pending),
+            num_pending=sum(
+                1
+                for s in state.stream.messages.values()
+                if s.sequence >= state.next_sequence and subject_matches(state.config.filter_subject, s.subject)
+            ),
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class DurableState:
+    ack_floor: int
+    num_ack_pending: int
+    num_pending: int
+
+
+class MemoryTransport:
+    """One connection to a :class:`MemoryBroker`; implements the Transport protocol."""
+
+    def __init__(self, broker: MemoryBroker | None = None) -> None:
+        self.broker = broker if broker is not None else MemoryBroker()
+        self._pulls: list[MemoryPull] = []
+
+    @property
+    def max_payload(self) -> int:
+        return self.broker.max_payload
+
+    async def ensure_stream(self, stream: Stream) -> None:
+        self.broker.ensure_stream(stream)
+
+    async def ensure_durable(self, durable: Durable) -> None:
+        self.broker.ensure_durable(durable)
+
+    async def publish(self, subject: str, payload: bytes, headers: dict[str, str], *, timeout: float) -> PublishAck:
+        await asyncio.sleep(0)  # a publish is a round trip: other tasks run meanwhile
+        return self.broker.publish(subject, payload, headers, asyncio.get_running_loop().time())
+
+    async def publish_async(self, subject: str, payload: bytes, headers: dict[str, str]) -> asyncio.Future[PublishAck]:
+        future: asyncio.Future[PublishAck] = asyncio.get_running_loop().create_future()
+        try:
+            future.set_result(self.broker.publish(subject, payload, headers, asyncio.get_running_loop().time()))
+        except Exception as exc:
+            future.set_exception(exc)
+        return future
+
+    async def pull(
+        self,
+        durable: Durable,
+        sink: Callable[[InboundMessage], None],
+        capacity: Callable[[], int],
+        *,
+        min_batch: int,
+    ) -> MemoryPull:
+        stream = self.broker.streams.get(durable.stream)
+        if stream is None or durable.name not in stream.durables:
+            raise StreamConfigError(durable.stream, f"consumer {durable.name}", "not found")
+        state = stream.durables[durable.name]
+        pull = MemoryPull(state, sink, capacity)
+        state.pulls.append(pull)
+        self._pulls.append(pull)
+        state.schedule()
+        return pull
+
+    async def close(self) -> None:
+        for pull in self._pulls:
+            await pull.stop()
+        self._pulls.clear()

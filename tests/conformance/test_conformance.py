@@ -1,0 +1,395 @@
+"""One behaviour, two transports: what passes on the memory broker must pass on JetStream.
+
+A case that fails on one transport only is a bug in the memory transport.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import defaultdict
+
+import pytest
+
+from eventwire import App, Backoff, Delivery, Outgoing, PublishAck, Publisher, WrongLastSequence
+from eventwire._streams import Durable
+from eventwire.server import EmbeddedServer
+from eventwire.testing import running
+from eventwire.transport import ConnectOptions, InboundMessage, JetStreamTransport, Transport
+
+from ..events import OrderCreated
+from .conftest import Backend
+
+# Float noise only: a virtual clock far from zero adds up 0.6 three times as 1.7999999999.
+EPSILON = 1e-6
+CE = {"ce-specversion": "1.0", "ce-source": "/conformance", "ce-type": "shop.orders.v1.OrderCreated"}
+
+
+def order(number: int | str) -> OrderCreated:
+    return OrderCreated(order_id=f"o-{number}")
+
+
+def outgoing(subject: str, count: int) -> list[Outgoing]:
+    return [Outgoing(order(i), subject=subject) for i in range(count)]
+
+
+class Inbox:
+    """A raw pull at the transport level: keeps every delivery, settles nothing by itself."""
+
+    def __init__(self, room: int = 1000) -> None:
+        self.room = room
+        self.messages: list[InboundMessage] = []
+        self.times: list[float] = []
+        self.changed = asyncio.Event()
+
+    def sink(self, message: InboundMessage) -> None:
+        self.messages.append(message)
+        self.times.append(asyncio.get_running_loop().time())
+        self.changed.set()
+
+    def capacity(self) -> int:
+        return self.room - len(self.messages)
+
+    async def wait_for(self, count: int, timeout: float = 15.0) -> None:
+        async with asyncio.timeout(timeout):
+            while len(self.messages) < count:
+                self.changed.clear()
+                await self.changed.wait()
+
+
+async def raw_pull(transport: Transport, stream: str, durable: Durable, room: int = 1000) -> tuple[Inbox, object]:
+    inbox = Inbox(room)
+    source = await transport.pull(durable, inbox.sink, inbox.capacity, min_batch=1)
+    return inbox, source
+
+
+async def raw_setup(backend: Backend, **durable_settings: object) -> tuple[Transport, str, Durable]:
+    stream = backend.stream()
+    transport = await backend.connect()
+    await transport.ensure_stream(stream)
+    durable = Durable("raw", stream.name, stream.subjects[0], **durable_settings)  # type: ignore[arg-type]
+    await transport.ensure_durable(durable)
+    return transport, stream.name, durable
+
+
+async def publish_raw(transport: Transport, subject: str, number: int) -> PublishAck:
+    return await transport.publish(
+        subject, order(number).SerializeToString(), {**CE, "ce-id": f"id-{number}"}, timeout=5
+    )
+
+
+async def test_thousand_events_are_all_received(backend: Backend) -> None:
+    stream = backend.stream()
+    received: list[str] = []
+    app = App("cf")
+
+    @app.handler(OrderCreated, stream=stream, concurrency=4)
+    async def collect(event: OrderCreated) -> None:
+        received.append(event.order_id)
+
+    async with running(app, await backend.connect()) as probe:
+        results = await app.publisher.publish_many(outgoing(f"{stream.name}.a", 1000))
+        assert all(isinstance(r, PublishAck) for r in results)
+        await probe.wait_until(lambda: len(received) >= 1000)
+    assert sorted(received) == sorted(f"o-{i}" for i in range(1000))
+
+
+async def test_events_of_one_subject_arrive_in_order_with_concurrency_one(backend: Backend) -> None:
+    stream = backend.stream()
+    by_subject: dict[str, list[int]] = defaultdict(list)
+    app = App("cf")
+
+    @app.handler(OrderCreated, stream=stream)
+    async def collect(event: OrderCreated, delivery: Delivery) -> None:
+        by_subject[delivery.subject].append(int(event.order_id.removeprefix("o-")))
+
+    async with running(app, await backend.connect()) as probe:
+        items = [Outgoing(order(i), subject=f"{stream.name}.s{i % 3}") for i in range(300)]
+        await app.publisher.publish_many(items, window=32)
+        await probe.wait_until(lambda: sum(map(len, by_subject.values())) >= 300)
+    for index in range(3):
+        assert by_subject[f"{stream.name}.s{index}"] == list(range(index, 300, 3))
+
+
+async def test_two_durables_each_receive_everything(backend: Backend) -> None:
+    stream = backend.stream()
+    seen: dict[str, list[str]] = defaultdict(list)
+    app = App("cf")
+
+    @app.handler(OrderCreated, stream=stream)
+    async def billing(event: OrderCreated) -> None:
+        seen["billing"].append(event.order_id)
+
+    @app.handler(OrderCreated, stream=stream)
+    async def shipping(event: OrderCreated) -> None:
+        seen["shipping"].append(event.order_id)
+
+    async with running(app, await backend.connect()) as probe:
+        await app.publisher.publish_many(outgoing(f"{stream.name}.a", 100))
+        await probe.wait_until(lambda: len(seen["billing"]) >= 100 and len(seen["shipping"]) >= 100)
+    assert sorted(seen["billing"]) == sorted(seen["shipping"]) == sorted(f"o-{i}" for i in range(100))
+
+
+async def test_instances_of_one_durable_split_the_events(backend: Backend) -> None:
+    stream = backend.stream()
+    per_instance: list[list[str]] = [[], []]
+    apps = []
+    for seen in per_instance:
+        app = App("cf")
+
+        @app.handler(OrderCreated, stream=stream, prefetch=4)
+        async def work(event: OrderCreated, seen: list[str] = seen) -> None:
+            seen.append(event.order_id)
+            await asyncio.sleep(0.005)
+
+        apps.append(app)
+    async with running(apps[0], await backend.connect()) as probe, running(apps[1], await backend.connect()):
+        await apps[0].publisher.publish_many(outgoing(f"{stream.name}.a", 200))
+        await probe.wait_until(lambda: sum(map(len, per_instance)) >= 200)
+        await asyncio.sleep(0.5)
+    first, second = (set(seen) for seen in per_instance)
+    assert first and second
+    assert not first & second
+    assert first | second == {f"o-{i}" for i in range(200)}
+    assert sum(map(len, per_instance)) == 200
+
+
+async def test_nak_is_redelivered_no_sooner_than_its_delay(backend: Backend) -> None:
+    stream = backend.stream()
+    loop = asyncio.get_running_loop()
+    calls: list[float] = []
+    app = App("cf")
+
+    @app.handler(OrderCreated, stream=stream, backoff=Backoff(initial=1.0, jitter=0))
+    async def flaky(event: OrderCreated, delivery: Delivery) -> None:
+        calls.append(loop.time())
+        if delivery.delivery_count == 1:
+            raise RuntimeError("transient")
+
+    async with running(app, await backend.connect()) as probe:
+        settlements = await probe.publish(order(1), subject=f"{stream.name}.a")
+    assert [s.outcome for s in settlements] == ["nak", "ack"]
+    assert settlements[0].delay == 1.0
+    assert calls[1] - calls[0] >= 1.0 - EPSILON
+
+
+async def test_term_is_never_redelivered(backend: Backend) -> None:
+    transport, stream, durable = await raw_setup(backend, ack_wait=0.5)
+    inbox, _ = await raw_pull(transport, stream, durable)
+    await publish_raw(transport, f"{stream}.a", 1)
+    await inbox.wait_for(1)
+    await inbox.messages[0].term()
+    await asyncio.sleep(2.0)
+    assert len(inbox.messages) == 1
+    assert (await backend.durable(stream, "raw")).num_ack_pending == 0
+
+
+async def test_unacked_delivery_is_redelivered_after_ack_wait(backend: Backend) -> None:
+    transport, stream, durable = await raw_setup(backend, ack_wait=1.0)
+    inbox, _ = await raw_pull(transport, stream, durable)
+    await publish_raw(transport, f"{stream}.a", 1)
+    await inbox.wait_for(2)
+    assert [m.delivery_count for m in inbox.messages] == [1, 2]
+    assert inbox.times[1] - inbox.times[0] >= 1.0 - EPSILON
+    await inbox.messages[1].ack()
+
+
+async def test_in_progress_holds_off_redelivery(backend: Backend) -> None:
+    transport, stream, durable = await raw_setup(backend, ack_wait=1.0)
+    inbox, _ = await raw_pull(transport, stream, durable)
+    await publish_raw(transport, f"{stream}.a", 1)
+    await inbox.wait_for(1)
+    for _ in range(3):
+        await asyncio.sleep(0.6)
+        await inbox.messages[0].in_progress()
+    assert len(inbox.messages) == 1
+    await inbox.wait_for(2)  # no more heartbeats: redelivered
+    assert inbox.times[1] - inbox.times[0] >= 2.8 - EPSILON
+
+
+async def test_max_deliver_is_respected_exactly(backend: Backend) -> None:
+    transport, stream, durable = await raw_setup(backend, ack_wait=0.5, max_deliver=3)
+    inbox, _ = await raw_pull(transport, stream, durable)
+    await publish_raw(transport, f"{stream}.a", 1)
+    await inbox.wait_for(1)
+    await inbox.messages[0].nak()
+    await inbox.wait_for(2)
+    await inbox.messages[1].nak()
+    await inbox.wait_for(3)
+    await asyncio.sleep(2.0)  # neither a nak nor ack_wait brings a fourth delivery
+    assert [m.delivery_count for m in inbox.messages] == [1, 2, 3]
+
+
+async def test_max_ack_pending_bounds_unacked_deliveries(backend: Backend) -> None:
+    transport, stream, durable = await raw_setup(backend, max_ack_pending=5)
+    inbox, _ = await raw_pull(transport, stream, durable)
+    for i in range(10):
+        await publish_raw(transport, f"{stream}.a", i)
+    await inbox.wait_for(5)
+    await asyncio.sleep(0.5)
+    assert len(inbox.messages) == 5
+    await inbox.messages[0].ack()
+    await inbox.wait_for(6)
+    assert [m.stream_sequence for m in inbox.messages] == [1, 2, 3, 4, 5, 6]
+
+
+async def test_dedup_inside_the_window_and_not_after_it(backend: Backend) -> None:
+    stream = backend.stream(duplicate_window=1.0)
+    transport = await backend.connect()
+    await transport.ensure_stream(stream)
+    publisher = Publisher(transport, source="/conformance")
+    subject = f"{stream.name}.a"
+    first = await publisher.publish(order(1), subject=subject, msg_id="same")
+    again = await publisher.publish(order(1), subject=subject, msg_id="same")
+    assert (first.sequence, again.sequence, again.duplicate) == (1, 1, True)
+    await asyncio.sleep(1.5)
+    later = await publisher.publish(order(1), subject=subject, msg_id="same")
+    assert (later.sequence, later.duplicate) == (2, False)
+
+
+async def test_reopened_consumer_resumes_where_it_stopped(backend: Backend) -> None:
+    stream = backend.stream()
+    handled: list[str] = []
+
+    def build() -> App:
+        app = App("cf")
+
+        @app.handler(OrderCreated, stream=stream)
+        async def collect(event: OrderCreated) -> None:
+            handled.append(event.order_id)
+
+        return app
+
+    first = build()
+    async with running(first, await backend.connect()) as probe:
+        await first.publisher.publish_many(outgoing(f"{stream.name}.a", 10))
+        await probe.wait_until(lambda: len(handled) >= 10)
+    transport = await backend.connect()
+    publisher = Publisher(transport, source="/conformance")
+    await publisher.publish_many([Outgoing(order(i), subject=f"{stream.name}.a") for i in range(10, 20)])
+    async with running(build(), await backend.connect()) as probe:
+        await probe.wait_until(lambda: len(handled) >= 20)
+        await asyncio.sleep(0.3)
+    assert handled == [f"o-{i}" for i in range(20)]
+
+
+async def test_concurrent_publishers_lose_nothing(backend: Backend) -> None:
+    stream = backend.stream()
+    setup = await backend.connect()
+    await setup.ensure_stream(stream)
+
+    async def produce(worker: int) -> list[PublishAck]:
+        publisher = Publisher(await backend.connect(), source=f"/producer-{worker}")
+        return [await publisher.publish(order(f"{worker}-{i}"), subject=f"{stream.name}.w{worker}") for i in range(100)]
+
+    acks = [ack for batch in await asyncio.gather(*(produce(w) for w in range(10))) for ack in batch]
+    assert sorted(a.sequence for a in acks) == list(range(1, 1001))
+    received: set[str] = set()
+    app = App("cf")
+
+    @app.handler(OrderCreated, stream=stream, concurrency=8)
+    async def collect(event: OrderCreated) -> None:
+        received.add(event.order_id)
+
+    async with running(app, setup) as probe:
+        await probe.wait_until(lambda: len(received) >= 1000)
+    assert received == {f"o-{w}-{i}" for w in range(10) for i in range(100)}
+
+
+async def test_late_subscriber_gets_earlier_events(backend: Backend) -> None:
+    stream = backend.stream()
+    transport = await backend.connect()
+    await transport.ensure_stream(stream)
+    await Publisher(transport, source="/conformance").publish_many(outgoing(f"{stream.name}.a", 20))
+    received: list[str] = []
+    app = App("cf")
+
+    @app.handler(OrderCreated, stream=stream)
+    async def collect(event: OrderCreated) -> None:
+        received.append(event.order_id)
+
+    async with running(app, await backend.connect()) as probe:
+        await probe.wait_until(lambda: len(received) >= 20)
+    assert received == [f"o-{i}" for i in range(20)]
+
+
+async def test_wildcard_filters(backend: Backend) -> None:
+    stream = backend.stream()
+    name = stream.name
+    seen: dict[str, list[str]] = defaultdict(list)
+    app = App("cf")
+
+    @app.handler(OrderCreated, stream=stream, subject=f"{name}.orders.*")
+    async def one_token(event: OrderCreated) -> None:
+        seen["*"].append(event.order_id)
+
+    @app.handler(OrderCreated, stream=stream, subject=f"{name}.orders.>")
+    async def many_tokens(event: OrderCreated) -> None:
+        seen[">"].append(event.order_id)
+
+    async with running(app, await backend.connect()) as probe:
+        for number, subject in enumerate(["orders.eu", "orders.eu.de", "payments.eu", "orders"]):
+            await app.publisher.publish(order(number), subject=f"{name}.{subject}")
+        await probe.wait_until(lambda: len(seen[">"]) >= 2 and len(seen["*"]) >= 1)
+        await asyncio.sleep(0.3)
+    assert seen == {"*": ["o-0"], ">": ["o-0", "o-1"]}
+
+
+async def test_expected_last_sequence_conflicts(backend: Backend) -> None:
+    stream = backend.stream()
+    transport = await backend.connect()
+    await transport.ensure_stream(stream)
+    publisher = Publisher(transport, source="/conformance")
+    a, b = f"{stream.name}.a", f"{stream.name}.b"
+    await publisher.publish(order(1), subject=a, expected_last_sequence=0)
+    await publisher.publish(order(2), subject=b, expected_last_subject_sequence=0)
+    with pytest.raises(WrongLastSequence):
+        await publisher.publish(order(3), subject=a, expected_last_sequence=1)
+    with pytest.raises(WrongLastSequence):
+        await publisher.publish(order(3), subject=b, expected_last_subject_sequence=0)
+    ack = await publisher.publish(order(3), subject=a, expected_last_subject_sequence=1)
+    assert ack.sequence == 3
+    results = await publisher.publish_many([Outgoing(order(4), subject=b, expected_last_subject_sequence=99)])
+    assert isinstance(results[0], WrongLastSequence)
+
+
+@pytest.mark.asyncio(loop_factories=["jetstream"])
+async def test_server_restart_mid_stream(fresh_server: EmbeddedServer) -> None:
+    """JetStream only: the memory broker has no process to kill."""
+
+    async def connect() -> JetStreamTransport:
+        return await JetStreamTransport.connect(
+            ConnectOptions.from_url(fresh_server.url, reconnect_time_wait=0.1), pull_expires=2.0, idle_heartbeat=0.5
+        )
+
+    from eventwire import Stream
+
+    stream = Stream("RESTART", ("restart.>",))
+    handled: list[str] = []
+    app = App("cf", publish_deadline=30)
+
+    @app.handler(OrderCreated, stream=stream)
+    async def collect(event: OrderCreated) -> None:
+        handled.append(event.order_id)
+
+    consumer_transport = await connect()
+    async with running(app, consumer_transport) as probe:
+        publisher = Publisher(await connect(), source="/conformance", deadline=30, attempt_timeout=0.5)
+        for i in range(100):
+            await publisher.publish(order(i), subject="restart.a", msg_id=f"m-{i}")
+        await probe.wait_until(lambda: len(set(handled)) >= 100)
+        fresh_server.kill()
+        sending = asyncio.create_task(
+            publisher.publish_many([Outgoing(order(i), subject="restart.a", msg_id=f"m-{i}") for i in range(100, 200)])
+        )
+        await asyncio.sleep(1.0)
+        fresh_server.restart()
+        results = await sending
+        assert all(isinstance(r, PublishAck) for r in results)
+        await probe.wait_until(lambda: len(set(handled)) >= 200, timeout=30)
+    assert set(handled) == {f"o-{i}" for i in range(200)}
+    nc_transport = await connect()
+    try:
+        info = await nc_transport.nc.jetstream().stream_info("RESTART")
+        assert info.state.messages == 200
+    finally:
+        await nc_transport.close()
