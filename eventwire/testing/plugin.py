@@ -42,17 +42,20 @@ def jetstream_server() -> Iterator[EmbeddedServer]:
 
 @pytest.fixture
 async def jetstream_url(jetstream_server: EmbeddedServer) -> AsyncIterator[str]:
-    """The shared server's URL; streams a test creates are deleted after it, so tests do not see each other."""
+    """The shared server's URL, with no streams before the test and none left after it."""
     import nats
 
     nc = await nats.connect(jetstream_server.url)
     try:
-        js = nc.jetstream()
-        before = {info.config.name for info in await js.streams_info()}
+        await _delete_all_streams(nc)
         yield jetstream_server.url
-        for info in await js.streams_info():
-            name = info.config.name
-            if name is not None and name not in before:
-                await js.delete_stream(name)
+        await _delete_all_streams(nc)
     finally:
         await nc.close()
+
+
+async def _delete_all_streams(nc: Any) -> None:
+    js = nc.jetstream()
+    for info in await js.streams_info():
+        if info.config.name is not None:
+            await js.delete_stream(info.config.name)
