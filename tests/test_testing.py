@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from eventwire import App, Backoff, Delivery, Stream
+from eventwire import App, Backoff, Delivery, Publisher, Stream
 from eventwire.testing import MemoryBroker, MemoryTransport, VirtualTimeLoop, running
 
 from .events import OrderCreated, StockReserved
@@ -76,6 +76,16 @@ async def test_apps_share_a_broker_like_a_server(memory_broker: MemoryBroker) ->
         await probe.publish(OrderCreated(order_id="o-2"), subject="orders.created")
         await downstream.wait_until(lambda: seen == ["o-2"])
     assert memory_broker.info("STOCK", "notifications-notify").ack_floor == 1
+
+
+@pytest.mark.virtual_time
+async def test_memory_publisher_feeds_an_app_on_the_same_broker(
+    memory_transport: MemoryTransport, memory_publisher: Publisher
+) -> None:
+    async with running(inventory(), memory_transport) as probe:
+        await memory_publisher.publish(OrderCreated(order_id="o-3"), subject="orders.created")
+        await probe.wait_until(lambda: len(probe.published_events(StockReserved)) == 1)
+    assert [s.outcome for s in probe.settlements] == ["ack"]
 
 
 def test_jetstream_url_gives_each_test_a_clean_server(pytester: pytest.Pytester) -> None:

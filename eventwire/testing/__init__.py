@@ -1,7 +1,8 @@
 """Testing eventwire services: an in-memory broker with JetStream semantics, a virtual clock, probes.
 
 ``eventwire.testing`` is also a pytest plugin (registered as ``eventwire``):
-fixtures ``memory_broker``, ``jetstream_server`` and ``jetstream_url``, and the
+fixtures ``memory_broker``, ``memory_transport``, ``memory_publisher``,
+``jetstream_server`` and ``jetstream_url``, and the
 ``virtual_time`` marker that runs an async test on :class:`VirtualTimeLoop`.
 """
 

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
+from .._publisher import Publisher
 from ..server import EmbeddedServer
-from ..transport.memory import MemoryBroker
+from ..transport.memory import MemoryBroker, MemoryTransport
 from ._clock import VirtualTimeLoop
 
 
@@ -31,6 +32,22 @@ def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> M
 def memory_broker() -> MemoryBroker:
     """A fresh in-memory broker; connect Apps to it with ``MemoryTransport(memory_broker)``."""
     return MemoryBroker()
+
+
+@pytest.fixture
+def memory_transport(memory_broker: MemoryBroker) -> MemoryTransport:
+    """A connection to ``memory_broker``: pass it to ``running(app, memory_transport)``."""
+    return MemoryTransport(memory_broker)
+
+
+@pytest.fixture
+def memory_publisher(memory_transport: MemoryTransport) -> Publisher:
+    """A publisher on the memory broker, as a service ``/tests`` would publish.
+
+    Streams must exist first: start an App that declares them, or
+    ``await memory_transport.ensure_stream(stream)``.
+    """
+    return Publisher(memory_transport, source="/tests")
 
 
 @pytest.fixture(scope="session")

@@ -41,6 +41,10 @@ class InboundMessage(Protocol):
     @property
     def delivery_count(self) -> int: ...
 
+    @property
+    def consumer_sequence(self) -> int:
+        """Counts every delivery of the durable, redeliveries included."""
+
     # Loop time of the last sign of life sent to the broker (delivery or in-progress).
     progress_at: float
 

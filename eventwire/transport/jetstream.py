@@ -86,7 +86,16 @@ def _api_error(code: int, err_code: int, description: str) -> Exception:
 class JetStreamMessage:
     """A delivered JetStream message with its metadata parsed once."""
 
-    __slots__ = ("_msg", "data", "delivery_count", "headers", "progress_at", "stream_sequence", "subject")
+    __slots__ = (
+        "_msg",
+        "consumer_sequence",
+        "data",
+        "delivery_count",
+        "headers",
+        "progress_at",
+        "stream_sequence",
+        "subject",
+    )
 
     def __init__(self, msg: Msg, now: float) -> None:
         self._msg = msg
@@ -99,6 +108,7 @@ class JetStreamMessage:
         offset = 2 if len(tokens) == 9 else 4
         self.delivery_count = int(tokens[offset + 2])
         self.stream_sequence = int(tokens[offset + 3])
+        self.consumer_sequence = int(tokens[offset + 4])
         self.progress_at = now
 
     async def ack(self) -> None:

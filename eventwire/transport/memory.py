@@ -118,7 +118,16 @@ class _Pending:
 class MemoryMessage:
     """One delivery from a :class:`MemoryBroker`."""
 
-    __slots__ = ("_durable", "data", "delivery_count", "headers", "progress_at", "stream_sequence", "subject")
+    __slots__ = (
+        "_durable",
+        "consumer_sequence",
+        "data",
+        "delivery_count",
+        "headers",
+        "progress_at",
+        "stream_sequence",
+        "subject",
+    )
 
     def __init__(self, durable: _MemoryDurable, stored: _Stored, delivery_count: int, now: float) -> None:
         self._durable = durable
@@ -127,6 +136,8 @@ class MemoryMessage:
         self.headers: Mapping[str, str] | None = dict(stored.headers) if stored.headers else None
         self.stream_sequence = stored.sequence
         self.delivery_count = delivery_count
+        durable.delivered += 1
+        self.consumer_sequence = durable.delivered
         self.progress_at = now
 
     async def ack(self) -> None:
@@ -164,7 +175,10 @@ class _MemoryDurable:
         self.config = config
         self.next_sequence = 1  # the first stream sequence not yet delivered
         self.ack_floor = 0
+        self.delivered = 0  # the consumer sequence: every delivery counts
         self.pending: dict[int, _Pending] = {}
+        # Deliveries ran out before an ack: JetStream's ack floor never passes these.
+        self.exhausted: set[int] = set()
         self.redeliveries: list[int] = []  # sorted stream sequences ready for redelivery
         self.pulls: deque[MemoryPull] = deque()
         self._scheduled = False
@@ -233,7 +247,7 @@ class _MemoryDurable:
         return entry
 
     def _advance_floor(self) -> None:
-        floor = min(self.pending, default=self.next_sequence) - 1
+        floor = min(self.pending.keys() | self.exhausted, default=self.next_sequence) - 1
         self.ack_floor = max(self.ack_floor, floor)
 
     def ack(self, sequence: int) -> None:
@@ -283,6 +297,7 @@ class _MemoryDurable:
         if entry.delivery_count >= self.config.max_deliver:
             # Deliveries exhausted: JetStream stops delivering it.
             del self.pending[sequence]
+            self.exhausted.add(sequence)
             self._advance_floor()
             self.schedule()
             return
@@ -385,6 +400,12 @@ class MemoryBroker:
         stored.awaiting.discard(durable)
         if not stored.awaiting:
             stream.delete(sequence)
+
+    def stream_messages(self, stream: str) -> int:
+        """How many messages the stream holds now (age limits applied)."""
+        state = self.streams[stream]
+        state.expire(asyncio.get_running_loop().time())
+        return len(state.messages)
 
     def info(self, stream: str, durable: str) -> DurableState:
         """What JetStream's consumer info would say about a durable, for assertions."""

@@ -63,6 +63,16 @@ class Backend:
             ack_floor=info.ack_floor.stream_seq, num_ack_pending=info.num_ack_pending, num_pending=info.num_pending
         )
 
+    async def stream_messages(self, stream: str) -> int:
+        if self.broker is not None:
+            return self.broker.stream_messages(stream)
+        assert self.server is not None
+        nc = await nats.connect(self.server.url)
+        try:
+            return (await nc.jetstream().stream_info(stream)).state.messages
+        finally:
+            await nc.close()
+
     async def close(self) -> None:
         for transport in self._transports:
             await transport.close()

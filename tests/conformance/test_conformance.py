@@ -10,7 +10,7 @@ from collections import defaultdict
 
 import pytest
 
-from eventwire import App, Backoff, Delivery, Outgoing, PublishAck, Publisher, WrongLastSequence
+from eventwire import App, Backoff, Delivery, Outgoing, PublishAck, Publisher, PublishError, WrongLastSequence
 from eventwire._streams import Durable
 from eventwire.server import EmbeddedServer
 from eventwire.testing import running
@@ -217,6 +217,49 @@ async def test_max_deliver_is_respected_exactly(backend: Backend) -> None:
     await inbox.wait_for(3)
     await asyncio.sleep(2.0)  # neither a nak nor ack_wait brings a fourth delivery
     assert [m.delivery_count for m in inbox.messages] == [1, 2, 3]
+    state = await backend.durable(stream, "raw")
+    assert (state.num_ack_pending, state.ack_floor) == (0, 0)  # given up on, never acked
+
+
+async def test_stream_and_consumer_sequences(backend: Backend) -> None:
+    transport, stream, durable = await raw_setup(backend)
+    inbox, _ = await raw_pull(transport, stream, durable)
+    for i in range(2):
+        await publish_raw(transport, f"{stream}.a", i)
+    await inbox.wait_for(2)
+    await inbox.messages[0].nak()
+    await inbox.wait_for(3)
+    deliveries = [(m.stream_sequence, m.consumer_sequence, m.delivery_count) for m in inbox.messages]
+    assert deliveries == [(1, 1, 1), (2, 2, 1), (1, 3, 2)]
+    assert inbox.messages[2].headers is not None
+    assert inbox.messages[2].headers["ce-id"] == "id-0"
+    for message in inbox.messages[1:]:
+        await message.ack()
+    await asyncio.sleep(0.2)
+    state = await backend.durable(stream, "raw")
+    assert (state.ack_floor, state.num_ack_pending) == (2, 0)
+
+
+async def test_stream_limits(backend: Backend) -> None:
+    transport = await backend.connect()
+    by_count = backend.stream(max_msgs=5)
+    by_size = backend.stream(max_msg_size=1024)
+    by_age = backend.stream(max_age=1.0, duplicate_window=0.5)
+    for stream in (by_count, by_size, by_age):
+        await transport.ensure_stream(stream)
+    for i in range(8):
+        await publish_raw(transport, f"{by_count.name}.a", i)
+    assert await backend.stream_messages(by_count.name) == 5
+    publisher = Publisher(transport, source="/conformance", deadline=2)
+    with pytest.raises(PublishError):
+        await publisher.publish(OrderCreated(order_id="x" * 2000), subject=f"{by_size.name}.a")
+    await publisher.publish(order(1), subject=f"{by_size.name}.a")
+    assert await backend.stream_messages(by_size.name) == 1
+    for i in range(3):
+        await publish_raw(transport, f"{by_age.name}.a", i)
+    assert await backend.stream_messages(by_age.name) == 3
+    await asyncio.sleep(1.6)
+    assert await backend.stream_messages(by_age.name) == 0
 
 
 async def test_max_ack_pending_bounds_unacked_deliveries(backend: Backend) -> None:
