@@ -1,0 +1,221 @@
+"""``python -m bench``: run every contender, interleaved, and report ratios to the raw baselines."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import io
+import json
+import logging
+import os
+import platform
+import subprocess
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from eventwire.server import EmbeddedServer
+
+from . import consume, latency, publish
+from ._common import Series, percentile, prefill
+
+RESULTS = Path(__file__).parent / "results"
+
+
+def parse_args() -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
+    parser.add_argument("--url", help="benchmark this server instead of an embedded one")
+    parser.add_argument("--reps", type=int, default=3, help="repetitions; the median is reported")
+    parser.add_argument("--consume-events", type=int, default=100_000)
+    parser.add_argument("--pipelined-events", type=int, default=50_000)
+    parser.add_argument("--single-events", type=int, default=3_000)
+    parser.add_argument("--latency-rate", type=int, default=1_000, help="events per second")
+    parser.add_argument("--latency-seconds", type=float, default=5.0)
+    parser.add_argument("--rss-events", type=int, default=1_000_000, help="0 skips the memory run")
+    parser.add_argument("--quick", action="store_true", help="tiny sizes, one repetition: a smoke test")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON results")
+    args = parser.parse_args()
+    if args.quick:
+        args.reps, args.consume_events, args.pipelined_events, args.single_events = 1, 2_000, 2_000, 200
+        args.latency_seconds, args.rss_events = 1.0, 3_000
+    return args
+
+
+async def run(args: argparse.Namespace, url: str, console: Console) -> dict[str, Any]:
+    series: dict[str, Series] = {
+        "publish.raw_single": Series("raw js.publish", "msg/s"),
+        "publish.eventwire_single": Series("eventwire publish", "msg/s"),
+        "publish.raw_pipelined": Series("raw publish_async", "msg/s"),
+        "publish.eventwire_pipelined": Series("eventwire publish_many", "msg/s"),
+        "consume.raw_fetch": Series("raw pull fetch(100) + ack", "msg/s"),
+        "consume.raw_push": Series("raw push + ack", "msg/s"),
+        "consume.eventwire_app": Series("eventwire App handler", "msg/s"),
+    }
+    with_faststream = consume.faststream_available()
+    if with_faststream:
+        series["consume.faststream_pull"] = Series("FastStream PullSub(100)", "msg/s")
+    for rep in range(args.reps):
+        console.print(f"[bold]repetition {rep + 1}/{args.reps}[/bold]")
+        pairs = [
+            ("publish.raw_single", publish.raw_single, args.single_events),
+            ("publish.eventwire_single", publish.eventwire_single, args.single_events),
+            ("publish.raw_pipelined", publish.raw_pipelined, args.pipelined_events),
+            ("publish.eventwire_pipelined", publish.eventwire_pipelined, args.pipelined_events),
+        ]
+        for key, publisher, count in pairs:
+            series[key].values.append(await publisher(url, count))
+            console.print(f"  {series[key].name}: {series[key].values[-1]:,.0f} msg/s")
+        await prefill(url, args.consume_events)
+        consumers = [
+            ("consume.raw_fetch", consume.raw_fetch),
+            ("consume.eventwire_app", consume.eventwire_app),
+            ("consume.raw_push", consume.raw_push),
+        ]
+        if with_faststream:
+            consumers.append(("consume.faststream_pull", consume.faststream_pull))
+        for key, contender in consumers:
+            rate = await contender(url, args.consume_events, f"{key.split('.')[1]}-{rep}")
+            series[key].values.append(rate)
+            console.print(f"  {series[key].name}: {rate:,.0f} msg/s")
+    raw_samples = await latency.raw_pull_latency(url, args.latency_rate, args.latency_seconds)
+    eventwire_samples = await latency.eventwire_latency(url, args.latency_rate, args.latency_seconds)
+    latencies = {
+        name: {"p50_us": percentile(samples, 0.5) * 1e6, "p99_us": percentile(samples, 0.99) * 1e6}
+        for name, samples in (("raw_pull", raw_samples), ("eventwire", eventwire_samples))
+    }
+    rss = None
+    if args.rss_events:
+        console.print(f"draining {args.rss_events:,} events for peak RSS")
+        await prefill(url, args.rss_events)
+        measured = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "bench.rss", url, str(args.rss_events)],
+            capture_output=True,
+            text=True,
+            check=True,
+            cwd=Path(__file__).parent.parent,
+        )
+        rss = json.loads(measured.stdout.strip().splitlines()[-1])
+    return report(series, latencies, rss, args)
+
+
+def ratio(series: dict[str, Series], mine: str, baseline: str) -> float:
+    return series[mine].median / series[baseline].median
+
+
+def report(
+    series: dict[str, Series],
+    latencies: dict[str, dict[str, float]],
+    rss: dict[str, float] | None,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    targets: list[dict[str, Any]] = [
+        {
+            "what": "pipelined publish / raw publish_async",
+            "value": ratio(series, "publish.eventwire_pipelined", "publish.raw_pipelined"),
+            "target": 0.9,
+        },
+        {
+            "what": "single publish / raw js.publish",
+            "value": ratio(series, "publish.eventwire_single", "publish.raw_single"),
+            "target": 0.95,
+        },
+        {
+            "what": "App / raw pull fetch(100)+ack",
+            "value": ratio(series, "consume.eventwire_app", "consume.raw_fetch"),
+            "target": 2.0,
+        },
+        {
+            "what": "App / raw push+ack",
+            "value": ratio(series, "consume.eventwire_app", "consume.raw_push"),
+            "target": 0.5,
+        },
+    ]
+    if "consume.faststream_pull" in series:
+        targets.append(
+            {
+                "what": "App / FastStream PullSub",
+                "value": ratio(series, "consume.eventwire_app", "consume.faststream_pull"),
+                "target": 5.0,
+            }
+        )
+    added = latencies["eventwire"]["p50_us"] - latencies["raw_pull"]["p50_us"]
+    targets.append({"what": "added p50 latency over raw pull (µs)", "value": added, "target": 30.0, "at_most": True})
+    if rss is not None:
+        targets.append(
+            {
+                "what": f"peak RSS draining {rss['events']:,} events (MB)",
+                "value": rss["peak_rss_mb"],
+                "target": 200.0,
+                "at_most": True,
+            }
+        )
+    for target in targets:
+        at_most = target.get("at_most", False)
+        target["met"] = target["value"] <= target["target"] if at_most else target["value"] >= target["target"]
+    return {
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform()},
+        "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
+        "throughput": {key: {"name": s.name, "median": s.median, "values": s.values} for key, s in series.items()},
+        "latency": latencies,
+        "rss": rss,
+        "targets": targets,
+    }
+
+
+def print_tables(result: dict[str, Any], console: Console) -> None:
+    table = Table(title="throughput (median)")
+    table.add_column("contender")
+    table.add_column("msg/s", justify="right")
+    for entry in result["throughput"].values():
+        table.add_row(entry["name"], f"{entry['median']:,.0f}")
+    console.print(table)
+    lat = Table(title="publish → handler latency")
+    for column in ("path", "p50 µs", "p99 µs"):
+        lat.add_column(column)
+    for name, values in result["latency"].items():
+        lat.add_row(name, f"{values['p50_us']:.0f}", f"{values['p99_us']:.0f}")
+    console.print(lat)
+    goals = Table(title="targets")
+    for column in ("measure", "value", "target", "met"):
+        goals.add_column(column)
+    for target in result["targets"]:
+        bound = "≤" if target.get("at_most") else "≥"
+        goals.add_row(
+            target["what"],
+            f"{target['value']:.2f}",
+            f"{bound} {target['target']}",
+            "yes" if target["met"] else "[red]no[/red]",
+        )
+    console.print(goals)
+
+
+def main() -> None:
+    args = parse_args()
+    console = Console()
+    # INFO logging is on, as in a service; records go to memory, not the terminal.
+    logging.basicConfig(level=logging.INFO, stream=io.StringIO())
+    server = None
+    url = args.url
+    if url is None:
+        server = EmbeddedServer().start()
+        url = server.url
+    try:
+        result = asyncio.run(run(args, url, console))
+    finally:
+        if server is not None:
+            server.stop()
+    print_tables(result, console)
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"{result['date'].replace(':', '')}{'-quick' if args.quick else ''}.json"
+    path.write_text(json.dumps(result, indent=2) + "\n")
+    console.print(f"results: {path}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""Publishing: eventwire vs raw nats-py, one confirmed publish at a time and pipelined."""
+
+from __future__ import annotations
+
+import nats
+
+from eventwire import Outgoing, PublishAck, Publisher, Stream
+
+from ._common import STREAM, SUBJECT, connect_transport, event, reset_stream, timed
+
+
+async def raw_single(url: str, count: int) -> float:
+    await reset_stream(url)
+    payloads = [event(i).SerializeToString() for i in range(count)]
+    nc = await nats.connect(url)
+    js = nc.jetstream()
+
+    async def run() -> None:
+        for payload in payloads:
+            await js.publish(SUBJECT, payload)
+
+    try:
+        return count / await timed(run)
+    finally:
+        await nc.close()
+
+
+async def raw_pipelined(url: str, count: int) -> float:
+    await reset_stream(url)
+    payloads = [event(i).SerializeToString() for i in range(count)]
+    nc = await nats.connect(url)
+    js = nc.jetstream(publish_async_max_pending=4000)
+
+    async def run() -> None:
+        for payload in payloads:
+            await js.publish_async(SUBJECT, payload)
+        await js.publish_async_completed()
+
+    try:
+        return count / await timed(run)
+    finally:
+        await nc.close()
+
+
+async def eventwire_single(url: str, count: int) -> float:
+    await reset_stream(url)
+    events = [event(i) for i in range(count)]
+    transport = await connect_transport(url)
+    await transport.ensure_stream(Stream(STREAM, ("bench.>",)))
+    publisher = Publisher(transport, source="/bench")
+
+    async def run() -> None:
+        for item in events:
+            await publisher.publish(item, subject=SUBJECT)
+
+    try:
+        return count / await timed(run)
+    finally:
+        await transport.close()
+
+
+async def eventwire_pipelined(url: str, count: int) -> float:
+    await reset_stream(url)
+    items = [Outgoing(event(i), subject=SUBJECT) for i in range(count)]
+    transport = await connect_transport(url)
+    await transport.ensure_stream(Stream(STREAM, ("bench.>",)))
+    publisher = Publisher(transport, source="/bench")
+
+    async def run() -> None:
+        results = await publisher.publish_many(items, window=4000)
+        if not all(isinstance(r, PublishAck) for r in results):
+            raise RuntimeError("a benchmark publish failed")
+
+    try:
+        return count / await timed(run)
+    finally:
+        await transport.close()

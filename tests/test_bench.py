@@ -1,0 +1,38 @@
+"""The benchmark keeps working: a smoke run at tiny sizes. No timing is asserted here."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).parent.parent
+
+
+def test_bench_quick_run_writes_results(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "bench", "--quick", "--out", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    (path,) = tmp_path.glob("*-quick.json")
+    data = json.loads(path.read_text())
+    assert set(data["throughput"]) >= {
+        "publish.raw_single",
+        "publish.eventwire_single",
+        "publish.raw_pipelined",
+        "publish.eventwire_pipelined",
+        "consume.raw_fetch",
+        "consume.raw_push",
+        "consume.eventwire_app",
+        "consume.faststream_pull",
+    }
+    assert all(entry["median"] > 0 for entry in data["throughput"].values())
+    assert set(data["latency"]) == {"raw_pull", "eventwire"}
+    assert data["rss"]["events"] == 3_000
+    assert {t["what"] for t in data["targets"]} >= {"pipelined publish / raw publish_async"}
