@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import io
 import json
 import logging
@@ -49,7 +50,9 @@ async def run(args: argparse.Namespace, url: str, console: Console) -> dict[str,
     series: dict[str, Series] = {
         "publish.raw_single": Series("raw js.publish", "msg/s"),
         "publish.eventwire_single": Series("eventwire publish", "msg/s"),
+        "publish.raw_single_headers": Series("raw js.publish + same headers", "msg/s"),
         "publish.raw_pipelined": Series("raw publish_async", "msg/s"),
+        "publish.raw_pipelined_headers": Series("raw publish_async + same headers", "msg/s"),
         "publish.eventwire_pipelined": Series("eventwire publish_many", "msg/s"),
         "consume.raw_fetch": Series("raw pull fetch(100) + ack", "msg/s"),
         "consume.raw_push": Series("raw push + ack", "msg/s"),
@@ -61,10 +64,20 @@ async def run(args: argparse.Namespace, url: str, console: Console) -> dict[str,
     for rep in range(args.reps):
         console.print(f"[bold]repetition {rep + 1}/{args.reps}[/bold]")
         pairs = [
-            ("publish.raw_single", publish.raw_single, args.single_events),
-            ("publish.eventwire_single", publish.eventwire_single, args.single_events),
-            ("publish.raw_pipelined", publish.raw_pipelined, args.pipelined_events),
-            ("publish.eventwire_pipelined", publish.eventwire_pipelined, args.pipelined_events),
+            ("publish.raw_single", functools.partial(publish.raw_single), args.single_events),
+            (
+                "publish.raw_single_headers",
+                functools.partial(publish.raw_single, with_headers=True),
+                args.single_events,
+            ),
+            ("publish.eventwire_single", functools.partial(publish.eventwire_single), args.single_events),
+            ("publish.raw_pipelined", functools.partial(publish.raw_pipelined), args.pipelined_events),
+            (
+                "publish.raw_pipelined_headers",
+                functools.partial(publish.raw_pipelined, with_headers=True),
+                args.pipelined_events,
+            ),
+            ("publish.eventwire_pipelined", functools.partial(publish.eventwire_pipelined), args.pipelined_events),
         ]
         for key, publisher, count in pairs:
             series[key].values.append(await publisher(url, count))
@@ -135,6 +148,17 @@ def report(
             "target": 0.5,
         },
     ]
+    # Not targets: how much of the gap is eventwire's client work rather than the server storing headers.
+    informational = [
+        {
+            "what": "pipelined publish / raw publish_async with the same headers",
+            "value": ratio(series, "publish.eventwire_pipelined", "publish.raw_pipelined_headers"),
+        },
+        {
+            "what": "single publish / raw js.publish with the same headers",
+            "value": ratio(series, "publish.eventwire_single", "publish.raw_single_headers"),
+        },
+    ]
     if "consume.faststream_pull" in series:
         targets.append(
             {
@@ -165,6 +189,7 @@ def report(
         "latency": latencies,
         "rss": rss,
         "targets": targets,
+        "informational": informational,
     }
 
 
@@ -193,6 +218,8 @@ def print_tables(result: dict[str, Any], console: Console) -> None:
             "yes" if target["met"] else "[red]no[/red]",
         )
     console.print(goals)
+    for entry in result["informational"]:
+        console.print(f"{entry['what']}: {entry['value']:.2f}")
 
 
 def main() -> None:

@@ -5,19 +5,38 @@ from __future__ import annotations
 import nats
 
 from eventwire import Outgoing, PublishAck, Publisher, Stream
+from eventwire._envelope import binary_headers, now_rfc3339
+from eventwire._ids import uuid7
 
 from ._common import STREAM, SUBJECT, connect_transport, event, reset_stream, timed
 
 
-async def raw_single(url: str, count: int) -> float:
+def _messages(count: int, with_headers: bool) -> list[tuple[bytes, dict[str, str] | None]]:
+    """Payloads, and for the "same headers" variants the CloudEvents headers and msg id eventwire sends."""
+    messages: list[tuple[bytes, dict[str, str] | None]] = []
+    for i in range(count):
+        headers = None
+        if with_headers:
+            headers = binary_headers(
+                uuid7(),
+                "/bench",
+                "shop.orders.v1.OrderCreated",
+                time=now_rfc3339(),
+                datacontenttype="application/protobuf",
+            )
+        messages.append((event(i).SerializeToString(), headers))
+    return messages
+
+
+async def raw_single(url: str, count: int, with_headers: bool = False) -> float:
     await reset_stream(url)
-    payloads = [event(i).SerializeToString() for i in range(count)]
+    messages = _messages(count, with_headers)
     nc = await nats.connect(url)
     js = nc.jetstream()
 
     async def run() -> None:
-        for payload in payloads:
-            await js.publish(SUBJECT, payload)
+        for payload, headers in messages:
+            await js.publish(SUBJECT, payload, headers=headers)
 
     try:
         return count / await timed(run)
@@ -25,15 +44,15 @@ async def raw_single(url: str, count: int) -> float:
         await nc.close()
 
 
-async def raw_pipelined(url: str, count: int) -> float:
+async def raw_pipelined(url: str, count: int, with_headers: bool = False) -> float:
     await reset_stream(url)
-    payloads = [event(i).SerializeToString() for i in range(count)]
+    messages = _messages(count, with_headers)
     nc = await nats.connect(url)
     js = nc.jetstream(publish_async_max_pending=4000)
 
     async def run() -> None:
-        for payload in payloads:
-            await js.publish_async(SUBJECT, payload)
+        for payload, headers in messages:
+            await js.publish_async(SUBJECT, payload, headers=headers)
         await js.publish_async_completed()
 
     try:

@@ -13,6 +13,7 @@ import base64
 import binascii
 import json
 import re
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,10 +27,12 @@ MSG_ID_HEADER: Final = "Nats-Msg-Id"
 STRUCTURED_CONTENT_TYPE: Final = "application/cloudevents"
 
 _PREFIX = "ce-"
+_PREFIXES = ("ce-", "Ce-", "CE-", "cE-")
 _CORE = ("id", "source", "type", "time", "subject", "datacontenttype", "dataschema")
 _CORRELATION = "correlationid"
 _CAUSATION = "causationid"
 _REQUIRED = ("specversion", "id", "source", "type")
+_KNOWN = frozenset((*_CORE, _CORRELATION, _CAUSATION, "specversion"))
 _ATTRIBUTE_NAME = re.compile(r"^[a-z0-9]{1,20}$")
 
 # Printable ASCII except space, '"' and '%' passes unchanged.
@@ -57,8 +60,17 @@ def decode_value(value: str, header: str) -> str:
         raise EnvelopeError(f"header {header}: percent-encoded bytes are not valid UTF-8: {exc}") from exc
 
 
+_last_time: tuple[int, str] = (0, "")
+
+
 def now_rfc3339() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    """The current UTC time in RFC 3339 with milliseconds; formatted once per millisecond."""
+    global _last_time
+    now_ms = time.time_ns() // 1_000_000
+    if now_ms != _last_time[0]:
+        stamp = datetime.fromtimestamp(now_ms / 1000, UTC).isoformat(timespec="milliseconds")
+        _last_time = (now_ms, stamp.replace("+00:00", "Z"))
+    return _last_time[1]
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,31 +93,69 @@ class Envelope:
 
     def to_headers(self, msg_id: str | None = None) -> dict[str, str]:
         """The NATS headers of this envelope; ``msg_id`` defaults to the event id."""
-        headers = {
-            "ce-specversion": self.specversion,
-            "ce-id": encode_value(self.id),
-            "ce-source": encode_value(self.source),
-            "ce-type": encode_value(self.type),
-        }
-        optional = (
-            ("ce-time", self.time),
-            ("ce-subject", self.subject),
-            ("ce-datacontenttype", self.datacontenttype),
-            ("ce-dataschema", self.dataschema),
-            ("ce-correlationid", self.correlation_id),
-            ("ce-causationid", self.causation_id),
+        return binary_headers(
+            self.id,
+            self.source,
+            self.type,
+            time=self.time,
+            subject=self.subject,
+            datacontenttype=self.datacontenttype,
+            dataschema=self.dataschema,
+            correlation_id=self.correlation_id,
+            causation_id=self.causation_id,
+            traceparent=self.traceparent,
+            tracestate=self.tracestate,
+            extensions=self.extensions,
+            msg_id=msg_id,
+            specversion=self.specversion,
         )
-        for name, value in optional:
-            if value is not None:
-                headers[name] = encode_value(value)
-        for name, value in self.extensions.items():
+
+
+def binary_headers(
+    id: str,  # noqa: A002 -- the CloudEvents attribute's name
+    source: str,
+    type: str,  # noqa: A002
+    *,
+    time: str | None = None,
+    subject: str | None = None,
+    datacontenttype: str | None = None,
+    dataschema: str | None = None,
+    correlation_id: str | None = None,
+    causation_id: str | None = None,
+    traceparent: str | None = None,
+    tracestate: str | None = None,
+    extensions: Mapping[str, str] | None = None,
+    msg_id: str | None = None,
+    specversion: str = SPEC_VERSION,
+) -> dict[str, str]:
+    """The NATS headers of an event in binary content mode; ``msg_id`` defaults to ``id``."""
+    headers = {
+        "ce-specversion": specversion,
+        "ce-id": encode_value(id),
+        "ce-source": encode_value(source),
+        "ce-type": encode_value(type),
+    }
+    if time is not None:
+        headers["ce-time"] = encode_value(time)
+    if subject is not None:
+        headers["ce-subject"] = encode_value(subject)
+    if datacontenttype is not None:
+        headers["ce-datacontenttype"] = encode_value(datacontenttype)
+    if dataschema is not None:
+        headers["ce-dataschema"] = encode_value(dataschema)
+    if correlation_id is not None:
+        headers["ce-correlationid"] = encode_value(correlation_id)
+    if causation_id is not None:
+        headers["ce-causationid"] = encode_value(causation_id)
+    if extensions:
+        for name, value in extensions.items():
             headers[_PREFIX + name] = encode_value(value)
-        if self.traceparent is not None:
-            headers["traceparent"] = self.traceparent
-        if self.tracestate is not None:
-            headers["tracestate"] = self.tracestate
-        headers[MSG_ID_HEADER] = msg_id if msg_id is not None else self.id
-        return headers
+    if traceparent is not None:
+        headers["traceparent"] = traceparent
+    if tracestate is not None:
+        headers["tracestate"] = tracestate
+    headers[MSG_ID_HEADER] = msg_id if msg_id is not None else id
+    return headers
 
 
 def _from_attributes(attributes: dict[str, str], traceparent: str | None, tracestate: str | None) -> Envelope:
@@ -114,9 +164,7 @@ def _from_attributes(attributes: dict[str, str], traceparent: str | None, traces
             raise EnvelopeError(f"missing required CloudEvents attribute {name!r}")
     if attributes["specversion"] != SPEC_VERSION:
         raise EnvelopeError(f"unsupported CloudEvents spec version {attributes['specversion']!r}")
-    extensions = {
-        k: v for k, v in attributes.items() if k not in _CORE and k not in (_CORRELATION, _CAUSATION, "specversion")
-    }
+    extensions = {k: v for k, v in attributes.items() if k not in _KNOWN}
     return Envelope(
         id=attributes["id"],
         source=attributes["source"],
@@ -137,10 +185,8 @@ def parse_binary(headers: Mapping[str, str]) -> Envelope:
     """Read the envelope of a binary-mode message from its headers."""
     attributes: dict[str, str] = {}
     for key, value in headers.items():
-        lower = key.lower()
-        if lower.startswith(_PREFIX):
-            name = lower[3:]
-            attributes[name] = decode_value(value, key)
+        if key.startswith(_PREFIXES):
+            attributes[key[3:].lower()] = value if "%" not in value else decode_value(value, key)
     return _from_attributes(attributes, headers.get("traceparent"), headers.get("tracestate"))
 
 

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 
 from google.protobuf.message import Message
 
 from ._backoff import Backoff
-from ._envelope import Envelope, now_rfc3339
+from ._envelope import binary_headers, now_rfc3339
 from ._errors import ConfigError, PayloadTooLarge, PublishError, PublishTimeout
 from ._ids import uuid7
 from ._streams import check_subject
@@ -20,6 +21,7 @@ from .transport import PublishAck, TransientPublishFailure, Transport
 logger = logging.getLogger("eventwire.publisher")
 
 _HEADER_OVERHEAD = len(b"NATS/1.0\r\n") + 2
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,27 +86,33 @@ class Publisher:
     def source(self) -> str:
         return self._source
 
-    def envelope_for(
+    def _prepare(
         self,
         event: Message,
+        subject: str,
         *,
         key: str | None = None,
+        msg_id: str | None = None,
         event_id: str | None = None,
         correlation_id: str | None = None,
         causation_id: str | None = None,
         traceparent: str | None = None,
         tracestate: str | None = None,
-    ) -> Envelope:
-        """The envelope :meth:`publish` would put around ``event``."""
+        expected: dict[str, str] | None = None,
+    ) -> _Prepared:
+        check_subject(subject, wildcards=False)
         event_class = type(event)
         known = self._known.get(event_class)
         if known is None:
             self._registry.register(event_class)
             known = self._known[event_class] = (event_class.DESCRIPTOR.full_name, schema_ref(event_class))
-        return Envelope(
-            id=event_id or uuid7(),
-            source=self._source,
-            type=known[0],
+        if msg_id is not None and _CONTROL.search(msg_id):
+            raise ConfigError(f"msg_id {msg_id!r} holds control characters")
+        payload = self._codec.encode(event)
+        headers = binary_headers(
+            event_id or uuid7(),
+            self._source,
+            known[0],
             time=now_rfc3339(),
             subject=key,
             datacontenttype=self._codec.content_type,
@@ -113,22 +121,17 @@ class Publisher:
             causation_id=causation_id,
             traceparent=traceparent,
             tracestate=tracestate,
+            msg_id=msg_id,
         )
-
-    def _prepare(
-        self,
-        envelope: Envelope,
-        event: Message,
-        subject: str,
-        msg_id: str | None,
-        expected: dict[str, str] | None = None,
-    ) -> _Prepared:
-        check_subject(subject, wildcards=False)
-        payload = self._codec.encode(event)
-        headers = envelope.to_headers(msg_id)
         if expected:
             headers.update(expected)
-        size = len(payload) + _HEADER_OVERHEAD + sum(len(k.encode()) + len(v.encode()) + 4 for k, v in headers.items())
+        size = (
+            len(payload)
+            + _HEADER_OVERHEAD
+            + 4 * len(headers)
+            + len("".join(headers).encode())
+            + len("".join(headers.values()).encode())
+        )
         limit = self._transport.max_payload
         if size > limit:
             raise PayloadTooLarge(size, limit)
@@ -159,15 +162,6 @@ class Publisher:
         when an expected sequence does not match, :class:`PayloadTooLarge`
         before sending an oversized message.
         """
-        envelope = self.envelope_for(
-            event,
-            key=key,
-            event_id=event_id,
-            correlation_id=correlation_id,
-            causation_id=causation_id,
-            traceparent=traceparent,
-            tracestate=tracestate,
-        )
         expected: dict[str, str] = {}
         if expected_stream is not None:
             expected["Nats-Expected-Stream"] = expected_stream
@@ -175,7 +169,18 @@ class Publisher:
             expected["Nats-Expected-Last-Sequence"] = str(expected_last_sequence)
         if expected_last_subject_sequence is not None:
             expected["Nats-Expected-Last-Subject-Sequence"] = str(expected_last_subject_sequence)
-        prepared = self._prepare(envelope, event, subject, msg_id, expected)
+        prepared = self._prepare(
+            event,
+            subject,
+            key=key,
+            msg_id=msg_id,
+            event_id=event_id,
+            correlation_id=correlation_id,
+            causation_id=causation_id,
+            traceparent=traceparent,
+            tracestate=tracestate,
+            expected=expected,
+        )
         self._begin()
         try:
             return await self._send(prepared, deadline if deadline is not None else self._deadline)
@@ -223,12 +228,13 @@ class Publisher:
         results: list[PublishAck | PublishError | None] = []
         prepared: list[_Prepared | None] = []
         for item in items:
-            envelope = self.envelope_for(item.event, key=item.key)
             expected = None
             if item.expected_last_subject_sequence is not None:
                 expected = {"Nats-Expected-Last-Subject-Sequence": str(item.expected_last_subject_sequence)}
             try:
-                prepared.append(self._prepare(envelope, item.event, item.subject, item.msg_id, expected))
+                prepared.append(
+                    self._prepare(item.event, item.subject, key=item.key, msg_id=item.msg_id, expected=expected)
+                )
                 results.append(None)
             except PayloadTooLarge as exc:
                 prepared.append(None)

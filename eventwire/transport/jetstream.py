@@ -22,6 +22,7 @@ from nats.js import api
 
 from .._errors import PublishError, StreamConfigError, WrongLastSequence
 from .._streams import Durable, Stream
+from ._client import EventwireClient
 from ._protocol import InboundMessage, PublishAck, TransientPublishFailure
 
 logger = logging.getLogger("eventwire.transport")
@@ -310,8 +311,11 @@ class JetStreamTransport:
             "reconnected_cb": on_reconnected,
             "disconnected_cb": on_disconnected,
             "error_cb": on_error,
+            # Publisher subjects are checked once by eventwire; acks go to subjects the server chose.
+            "skip_subject_validation": True,
         }
-        nc = await nats.connect(**{k: v for k, v in connect_kwargs.items() if v is not None})
+        nc = EventwireClient()
+        await nc.connect(**{k: v for k, v in connect_kwargs.items() if v is not None})
         version = nc.connected_server_version
         if _version_is_outdated(str(version)):
             logger.warning(
