@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import resource
 import sys
 import time
+from pathlib import Path
 
 from eventwire import App, Stream
 from eventwire.demo.contracts.shop.orders.v1.orders_pb2 import OrderCreated
@@ -17,8 +17,22 @@ from eventwire.demo.contracts.shop.orders.v1.orders_pb2 import OrderCreated
 from ._common import MAX_ACK_PENDING, STREAM, wait_event
 
 
-def _rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+def _status_mb(field: str) -> float:
+    """VmRSS (now) or VmHWM (peak) of this process image.
+
+    Not getrusage's ru_maxrss: on Linux it carries over the peak of the
+    process that forked us, so it would measure the benchmark's parent.
+    """
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+async def _sample(samples: list[float], stop: asyncio.Event) -> None:
+    while not stop.is_set():
+        samples.append(_status_mb("VmRSS"))
+        await asyncio.sleep(1.0)
 
 
 async def drain(url: str, count: int) -> dict[str, float]:
@@ -35,11 +49,19 @@ async def drain(url: str, count: int) -> dict[str, float]:
 
     started = time.perf_counter()
     await app.start()
-    after_start = _rss_mb()
+    samples: list[float] = []
+    sampler = asyncio.create_task(_sample(samples, done))
     await wait_event(done, 3600, "RSS drain")
     seconds = time.perf_counter() - started
+    await sampler
     await app.stop()
-    return {"events": count, "seconds": seconds, "rss_after_start_mb": after_start, "peak_rss_mb": _rss_mb()}
+    return {
+        "events": count,
+        "seconds": seconds,
+        "rss_after_start_mb": samples[0],
+        "rss_at_end_mb": samples[-1],
+        "peak_rss_mb": _status_mb("VmHWM"),
+    }
 
 
 if __name__ == "__main__":
