@@ -15,9 +15,9 @@ import json
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final
+from types import MappingProxyType
+from typing import Any, Final, NamedTuple
 from urllib.parse import quote, unquote_to_bytes
 
 from ._errors import EnvelopeError
@@ -73,9 +73,15 @@ def now_rfc3339() -> str:
     return _last_time[1]
 
 
-@dataclass(frozen=True, slots=True)
-class Envelope:
-    """The CloudEvents attributes of one event."""
+_NO_EXTENSIONS: Mapping[str, str] = MappingProxyType({})
+
+
+class Envelope(NamedTuple):
+    """The CloudEvents attributes of one event (immutable).
+
+    A NamedTuple rather than a frozen dataclass: one is built per delivery,
+    and this is several times cheaper to construct.
+    """
 
     id: str
     source: str
@@ -88,7 +94,7 @@ class Envelope:
     causation_id: str | None = None
     traceparent: str | None = None
     tracestate: str | None = None
-    extensions: Mapping[str, str] = field(default_factory=dict)
+    extensions: Mapping[str, str] = _NO_EXTENSIONS
     specversion: str = SPEC_VERSION
 
     def to_headers(self, msg_id: str | None = None) -> dict[str, str]:
@@ -112,9 +118,9 @@ class Envelope:
 
 
 def binary_headers(
-    id: str,  # noqa: A002 -- the CloudEvents attribute's name
+    id: str,
     source: str,
-    type: str,  # noqa: A002
+    type: str,
     *,
     time: str | None = None,
     subject: str | None = None,
