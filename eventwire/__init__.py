@@ -8,7 +8,7 @@ service author needs; operators' tools live in ``eventwire.server`` and the CLI.
 
 from ._app import App
 from ._backoff import Backoff
-from ._consumer import Delivery, Middleware, Next
+from ._delivery import Delivery, Middleware, Next, Settlement
 from ._envelope import Envelope
 from ._errors import (
     ConfigError,
@@ -24,6 +24,7 @@ from ._errors import (
     WrongLastSequence,
 )
 from ._publisher import Outgoing, Publisher
+from ._retry import Reject, Retry, RetryPolicy
 from ._streams import Stream
 from .contracts import EventRegistry
 from .transport import ConnectOptions, PublishAck
@@ -48,7 +49,11 @@ __all__ = [
     "PublishError",
     "PublishTimeout",
     "Publisher",
+    "Reject",
+    "Retry",
+    "RetryPolicy",
     "ServerError",
+    "Settlement",
     "Stream",
     "StreamConfigError",
     "WrongLastSequence",

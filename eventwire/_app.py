@@ -13,10 +13,12 @@ from typing import TypeVar
 
 from google.protobuf.message import Message
 
-from ._backoff import Backoff
-from ._consumer import Consumer, HandlerFunc, HandlerSpec, Middleware, SettlementListener, UnknownTypePolicy
+from ._consumer import Consumer
+from ._dead_letters import DeadLetterWriter, dead_letter_stream
+from ._delivery import HandlerFunc, HandlerSpec, Middleware, OrderingMode, SettlementListener, UnknownTypePolicy
 from ._errors import ConfigError
 from ._publisher import Publisher
+from ._retry import RetryPolicy
 from ._streams import Durable, Stream, check_name, check_subject
 from .contracts import PROTOBUF, EventRegistry
 from .server import EmbeddedServer
@@ -50,6 +52,7 @@ class App:
         shutdown_timeout: float = 30.0,
         pull_expires: float = 30.0,
         idle_heartbeat: float = 5.0,
+        dead_letters: bool | Stream = True,
     ) -> None:
         check_name("service", name)
         if shutdown_timeout < 0:
@@ -68,6 +71,9 @@ class App:
         self._streams: dict[str, Stream] = {}
         for stream in streams:
             self._add_stream(stream)
+        if dead_letters is True:
+            dead_letters = dead_letter_stream(name)
+        self._dead_letter_stream = dead_letters or None
         self._handlers: list[HandlerSpec] = []
         self._consumers: list[Consumer] = []
         self._listeners: list[SettlementListener] = []
@@ -87,6 +93,10 @@ class App:
     @property
     def streams(self) -> tuple[Stream, ...]:
         return tuple(self._streams.values())
+
+    @property
+    def dead_letter_stream(self) -> Stream | None:
+        return self._dead_letter_stream
 
     @property
     def handlers(self) -> tuple[HandlerSpec, ...]:
@@ -119,17 +129,24 @@ class App:
         concurrency: int = 1,
         prefetch: int | None = None,
         ack_wait: float = 30.0,
-        max_deliver: int = 10,
         max_ack_pending: int = 1000,
-        backoff: Backoff = Backoff(),
+        retry: RetryPolicy = RetryPolicy(),
+        ordered_by: OrderingMode | None = None,
+        max_event_bytes: int | None = None,
         unknown_types: UnknownTypePolicy = "skip",
     ) -> Callable[[F], F]:
         """Declare a handler for ``event_types`` on ``subject`` (default: the stream's only subject).
 
         The handler is ``async def f(event)`` or ``async def f(event, delivery)``.
         It gets a durable pull consumer named ``<service>-<handler>`` unless
-        ``durable`` names it. Returning acks the event; raising naks it with
-        a delay from ``backoff``, up to ``max_deliver`` deliveries.
+        ``durable`` names it. Returning acks the event; raising follows
+        ``retry`` (a nak with its backoff, or a dead letter for permanent
+        errors and the last delivery). ``ordered_by="key"`` handles events of
+        one ``ce-subject`` one after another (different keys in parallel),
+        ``"all"`` strictly one after another; failures are then retried in
+        place so nothing overtakes them. ``unknown_types="skip"`` acks events
+        of registered types this handler does not take; unregistered types
+        are always dead-lettered.
         """
         if subject is None:
             if len(stream.subjects) != 1:
@@ -153,13 +170,17 @@ class App:
                     stream=stream.name,
                     filter_subject=subject,
                     ack_wait=ack_wait,
-                    max_deliver=max_deliver,
+                    # With dead letters eventwire settles the last delivery itself (dead letter, then
+                    # term); the server must not give up first, or a dead-letter outage would lose it.
+                    max_deliver=-1 if self._dead_letter_stream is not None else retry.max_deliveries,
                     max_ack_pending=max_ack_pending,
                 ),
                 concurrency=concurrency,
                 prefetch=prefetch if prefetch is not None else min(max_ack_pending, max(256, 2 * concurrency)),
-                backoff=backoff,
+                retry=retry,
                 unknown_types=unknown_types,
+                ordered_by=ordered_by,
+                max_event_bytes=max_event_bytes,
             )
             self._handlers.append(spec)
             return func
@@ -191,10 +212,22 @@ class App:
                 content_type=self._content_type,
                 deadline=self._publish_deadline,
             )
+            writer = None
+            if self._dead_letter_stream is not None and self._handlers:
+                await self._transport.ensure_stream(self._dead_letter_stream)
+                writer = DeadLetterWriter(self._transport, self.name, self._dead_letter_stream)
             for spec in self._handlers:
                 await self._transport.ensure_durable(spec.durable)
             for spec in self._handlers:
-                consumer = Consumer(spec, self._transport, self._publisher, self._middleware, self._listeners)
+                consumer = Consumer(
+                    spec,
+                    self._transport,
+                    self._publisher,
+                    middleware=self._middleware,
+                    listeners=self._listeners,
+                    dead_letters=writer,
+                    registry=self.registry,
+                )
                 await consumer.start()
                 self._consumers.append(consumer)
         except BaseException:

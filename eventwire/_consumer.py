@@ -2,169 +2,45 @@
 
 The hot path is one worker loop per unit of concurrency taking messages from
 a local buffer: no task per message, and no log record unless its level is on.
+
+Outcomes (docs/failures.md): the handler returns → ack; a transient error →
+nak with the retry policy's delay; a permanent error, exhausted deliveries or
+input that can never be handled (bad envelope, undecodable or oversized
+payload, unregistered type) → dead letter, then term. If the dead letter
+cannot be stored, the original is nak'd instead: it is never lost.
 """
 
 from __future__ import annotations
 
 import asyncio
-import inspect
 import logging
 from collections import deque
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any, Literal
+from collections.abc import Hashable
 
 from google.protobuf.message import Message
 
-from ._backoff import Backoff
+from ._dead_letters import DeadLetterWriter
+from ._delivery import (
+    Delivery,
+    HandlerSpec,
+    Middleware,
+    Outcome,
+    Settlement,
+    SettlementListener,
+    describe,
+    log_fields,
+)
 from ._envelope import Envelope, parse_message
-from ._errors import ConfigError, DecodeError, EnvelopeError
+from ._errors import DecodeError, EnvelopeError
 from ._publisher import Publisher
-from ._streams import Durable
-from .contracts import PROTOBUF, codec_for
-from .transport import InboundMessage, MessageSource, PublishAck, Transport
+from ._retry import Retry
+from .contracts import PROTOBUF, EventRegistry, codec_for
+from .transport import InboundMessage, MessageSource, Transport
 
 logger = logging.getLogger("eventwire.consumer")
 
-UnknownTypePolicy = Literal["skip", "term"]
-
-
-class Delivery:
-    """One delivery of an event to a handler: the event, its envelope and where it came from."""
-
-    __slots__ = ("_publisher", "envelope", "event", "handler", "message")
-
-    def __init__(
-        self, message: InboundMessage, envelope: Envelope, event: Message, handler: str, publisher: Publisher
-    ) -> None:
-        self.message = message
-        self.envelope = envelope
-        self.event = event
-        self.handler = handler
-        self._publisher = publisher
-
-    @property
-    def subject(self) -> str:
-        return self.message.subject
-
-    @property
-    def stream_sequence(self) -> int:
-        return self.message.stream_sequence
-
-    @property
-    def delivery_count(self) -> int:
-        return self.message.delivery_count
-
-    async def publish(
-        self, event: Message, *, subject: str, key: str | None = None, msg_id: str | None = None
-    ) -> PublishAck:
-        """Publish an event caused by this one: correlation, causation and trace context follow.
-
-        Pass a business ``msg_id`` (e.g. ``f"rsv-{order_id}"``) when a redelivery
-        of this event must not publish the follow-up twice.
-        """
-        env = self.envelope
-        return await self._publisher.publish(
-            event,
-            subject=subject,
-            key=key,
-            msg_id=msg_id,
-            correlation_id=env.correlation_id or env.id,
-            causation_id=env.id,
-            traceparent=env.traceparent,
-            tracestate=env.tracestate,
-        )
-
-    def __repr__(self) -> str:
-        return f"<Delivery {describe(self.message, self.envelope.type, self.envelope.id)}>"
-
-
-Next = Callable[[Delivery], Awaitable[None]]
-Middleware = Callable[[Next], Next]
-HandlerFunc = Callable[..., Awaitable[None]]
-
-
-def describe(message: InboundMessage, ce_type: str | None, ce_id: str | None) -> str:
-    """The fields every log line about a message carries."""
-    return (
-        f"subject={message.subject} seq={message.stream_sequence} delivery={message.delivery_count} "
-        f"type={ce_type or '-'} id={ce_id or '-'}"
-    )
-
-
-Outcome = Literal["ack", "nak", "term"]
-
-
-@dataclass(frozen=True, slots=True)
-class Settlement:
-    """How one delivery was settled: what App listeners (tests, metrics) are told."""
-
-    handler: str
-    subject: str
-    stream_sequence: int
-    delivery_count: int
-    ce_type: str | None
-    ce_id: str | None
-    outcome: Outcome
-    delay: float | None = None
-    reason: str | None = None
-
-
-SettlementListener = Callable[[Settlement], None]
-
-
-def _log_fields(message: InboundMessage, ce_type: str | None, ce_id: str | None) -> dict[str, Any]:
-    return {
-        "subject": message.subject,
-        "stream_sequence": message.stream_sequence,
-        "delivery_count": message.delivery_count,
-        "ce_type": ce_type,
-        "ce_id": ce_id,
-    }
-
-
-@dataclass(frozen=True)
-class HandlerSpec:
-    """A handler as declared with :meth:`App.handler`."""
-
-    name: str
-    func: HandlerFunc
-    event_types: tuple[type[Message], ...]
-    durable: Durable
-    concurrency: int = 1
-    prefetch: int = 256
-    backoff: Backoff = Backoff()
-    unknown_types: UnknownTypePolicy = "skip"
-
-    def __post_init__(self) -> None:
-        if not self.event_types:
-            raise ConfigError(f"handler {self.name!r}: name at least one event type")
-        if self.concurrency < 1:
-            raise ConfigError(f"handler {self.name!r}: concurrency must be at least 1")
-        if self.prefetch < self.concurrency:
-            raise ConfigError(f"handler {self.name!r}: prefetch must be at least concurrency")
-        if self.unknown_types not in ("skip", "term"):
-            raise ConfigError(f"handler {self.name!r}: unknown_types must be 'skip' or 'term'")
-
-    def call(self) -> Next:
-        """The innermost step of the middleware chain: call the user's function."""
-        func = self.func
-        required = [
-            p
-            for p in inspect.signature(func).parameters.values()
-            if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD) and p.default is p.empty
-        ]
-        if len(required) >= 2:
-
-            async def call_with_delivery(delivery: Delivery) -> None:
-                await func(delivery.event, delivery)
-
-            return call_with_delivery
-
-        async def call_with_event(delivery: Delivery) -> None:
-            await func(delivery.event)
-
-        return call_with_event
+_NO_KEY = object()
+_EVERYTHING = "*"
 
 
 class Consumer:
@@ -175,13 +51,18 @@ class Consumer:
         spec: HandlerSpec,
         transport: Transport,
         publisher: Publisher,
+        *,
         middleware: tuple[Middleware, ...] = (),
         listeners: list[SettlementListener] | None = None,
+        dead_letters: DeadLetterWriter | None = None,
+        registry: EventRegistry | None = None,
     ) -> None:
         self._spec = spec
         self._listeners = listeners if listeners is not None else []
         self._transport = transport
         self._publisher = publisher
+        self._dead_letters = dead_letters
+        self._registry = registry
         self._routes: dict[str, type[Message]] = {t.DESCRIPTOR.full_name: t for t in spec.event_types}
         pipeline = spec.call()
         for wrap in reversed(middleware):
@@ -189,6 +70,10 @@ class Consumer:
         self._pipeline = pipeline
         self._buffer: deque[InboundMessage] = deque()
         self._inflight: set[InboundMessage] = set()
+        # Ordered modes: messages waiting for an earlier one of their key, and the keys being worked on.
+        self._parked: dict[Hashable, deque[InboundMessage]] = {}
+        self._parked_count = 0
+        self._busy_keys: set[Hashable] = set()
         self._ready = asyncio.Event()
         self._stopping = False
         self._source: MessageSource | None = None
@@ -203,7 +88,7 @@ class Consumer:
         return self._spec
 
     def _free_slots(self) -> int:
-        return self._spec.prefetch - len(self._buffer) - len(self._inflight)
+        return self._spec.prefetch - len(self._buffer) - len(self._inflight) - self._parked_count
 
     def _on_message(self, message: InboundMessage) -> None:
         if self._stopping:
@@ -220,8 +105,9 @@ class Consumer:
         self._source = await self._transport.pull(
             spec.durable, self._on_message, self._free_slots, min_batch=max(1, spec.prefetch // 2)
         )
+        work = self._work if spec.ordered_by is None else self._work_in_order
         self._workers = [
-            asyncio.create_task(self._work(), name=f"eventwire-{spec.name}-{i}") for i in range(spec.concurrency)
+            asyncio.create_task(work(), name=f"eventwire-{spec.name}-{i}") for i in range(spec.concurrency)
         ]
         self._heartbeat = asyncio.create_task(self._beat(), name=f"eventwire-{spec.name}-heartbeat")
 
@@ -242,54 +128,153 @@ class Consumer:
             if self._source is not None:
                 self._source.notify()
 
+    def _key_of(self, message: InboundMessage) -> Hashable:
+        if self._spec.ordered_by == "all":
+            return _EVERYTHING
+        key = (message.headers or {}).get("ce-subject")
+        return key if key is not None else object()  # no key: no order to keep
+
+    async def _work_in_order(self) -> None:
+        """One key at a time per worker: a key's next event waits for the one before it to settle."""
+        buffer = self._buffer
+        ready = self._ready
+        while not self._stopping:
+            if not buffer:
+                ready.clear()
+                await ready.wait()
+                continue
+            message: InboundMessage | None = buffer.popleft()
+            assert message is not None
+            key = self._key_of(message)
+            if key in self._busy_keys:
+                self._parked.setdefault(key, deque()).append(message)
+                self._parked_count += 1
+                continue
+            self._busy_keys.add(key)
+            try:
+                while message is not None:
+                    self._inflight.add(message)
+                    try:
+                        await self._dispatch(message)
+                    finally:
+                        self._inflight.discard(message)
+                    message = None
+                    waiting = self._parked.get(key)
+                    if waiting and not self._stopping:
+                        message = waiting.popleft()
+                        self._parked_count -= 1
+                        if not waiting:
+                            del self._parked[key]
+            finally:
+                self._busy_keys.discard(key)
+            if self._source is not None:
+                self._source.notify()
+
     async def _dispatch(self, message: InboundMessage) -> None:
+        spec = self._spec
         if message.delivery_count > 1:
             self.redelivered += 1
+        headers = message.headers or {}
+        if spec.max_event_bytes is not None and len(message.data) > spec.max_event_bytes:
+            detail = f"payload of {len(message.data)} bytes exceeds max_event_bytes={spec.max_event_bytes}"
+            await self._dead_letter(message, headers.get("ce-type"), headers.get("ce-id"), "too-large", detail=detail)
+            return
         try:
             envelope, data = parse_message(message.headers, message.data)
         except EnvelopeError as exc:
-            headers = message.headers or {}
-            await self._settle(
-                message, "term", headers.get("ce-type"), headers.get("ce-id"), f"invalid CloudEvents envelope: {exc}"
-            )
+            await self._dead_letter(message, headers.get("ce-type"), headers.get("ce-id"), "invalid-envelope", exc)
             return
         event_class = self._routes.get(envelope.type)
         if event_class is None:
-            if self._spec.unknown_types == "skip":
-                await self._settle(
-                    message,
-                    "ack",
-                    envelope.type,
-                    envelope.id,
-                    f"handler {self._spec.name} does not handle this type; skipped",
-                )
-            else:
-                await self._settle(
-                    message, "term", envelope.type, envelope.id, f"handler {self._spec.name} does not handle this type"
-                )
+            await self._unknown_type(message, envelope)
             return
         try:
             event = codec_for(envelope.datacontenttype or PROTOBUF).decode(data, event_class)
         except DecodeError as exc:
-            await self._settle(message, "term", envelope.type, envelope.id, f"undecodable payload: {exc}")
+            await self._dead_letter(message, envelope.type, envelope.id, "undecodable", exc)
             return
-        try:
-            await self._pipeline(Delivery(message, envelope, event, self._spec.name, self._publisher))
-        except Exception as exc:
-            await self._failed(message, envelope, exc)
+        delivery = Delivery(message, envelope, event, spec.name, self._publisher)
+        attempt = message.delivery_count
+        while True:
+            try:
+                await self._pipeline(delivery)
+            except Exception as exc:
+                delay = await self._failed(message, envelope, exc, attempt)
+                if delay is None:
+                    return
+                # Ordered: retry in place, holding the key, so no later event of it overtakes this one.
+                await asyncio.sleep(delay)
+                attempt += 1
+                continue
+            self.handled += 1
+            await self._settle(message, "ack", envelope.type, envelope.id)
             return
-        self.handled += 1
-        await self._settle(message, "ack", envelope.type, envelope.id)
 
-    async def _failed(self, message: InboundMessage, envelope: Envelope, exc: Exception) -> None:
-        durable = self._spec.durable
-        if message.delivery_count >= durable.max_deliver:
-            reason = f"handler {self._spec.name} failed on the last of {durable.max_deliver} deliveries: {exc!r}"
-            await self._settle(message, "term", envelope.type, envelope.id, reason, exc=exc)
+    async def _unknown_type(self, message: InboundMessage, envelope: Envelope) -> None:
+        registered = self._registry is not None and envelope.type in self._registry
+        if registered and self._spec.unknown_types == "skip":
+            reason = f"handler {self._spec.name} does not handle this type; skipped"
+            await self._settle(message, "ack", envelope.type, envelope.id, reason)
             return
-        delay = self._spec.backoff.delay(message.delivery_count)
-        reason = f"handler {self._spec.name} raised {exc!r}; redelivery in {delay:.3f}s"
+        await self._dead_letter(
+            message,
+            envelope.type,
+            envelope.id,
+            "unknown-type",
+            detail=f"handler {self._spec.name} does not handle type {envelope.type}",
+        )
+
+    async def _failed(self, message: InboundMessage, envelope: Envelope, exc: Exception, attempt: int) -> float | None:
+        """Settle a handler failure; return a delay to retry in place instead (ordered modes)."""
+        policy = self._spec.retry
+        if policy.is_permanent(exc):
+            await self._dead_letter(message, envelope.type, envelope.id, "rejected", exc)
+            return None
+        if attempt >= policy.max_deliveries:
+            await self._dead_letter(message, envelope.type, envelope.id, "max-deliveries", exc)
+            return None
+        delay = exc.delay if isinstance(exc, Retry) and exc.delay is not None else policy.delay(attempt)
+        reason = f"handler {self._spec.name} raised {exc!r}; retry in {delay:.3f}s"
+        if self._spec.ordered_by is not None and not self._stopping:
+            if logger.isEnabledFor(logging.WARNING):
+                logger.warning(
+                    "%s (in place, attempt %d) [%s]", reason, attempt, describe(message, envelope.type, envelope.id)
+                )
+            return delay
         await self._settle(message, "nak", envelope.type, envelope.id, reason, delay=delay)
+        return None
+
+    async def _dead_letter(
+        self,
+        message: InboundMessage,
+        ce_type: str | None,
+        ce_id: str | None,
+        reason: str,
+        error: BaseException | None = None,
+        *,
+        detail: str | None = None,
+    ) -> None:
+        why = f"{reason}: {detail or repr(error)}"
+        # A handler's traceback helps; the parser's, for bad input, is noise.
+        trace = error if reason in ("rejected", "max-deliveries") else None
+        if self._dead_letters is None:
+            await self._settle(message, "term", ce_type, ce_id, f"{why} (no dead-letter stream)", exc=trace)
+            return
+        stored = await self._dead_letters.write(
+            message, handler=self._spec.name, reason=reason, error=error, detail=detail
+        )
+        if stored:
+            await self._settle(message, "term", ce_type, ce_id, f"dead-lettered, {why}", exc=trace)
+        else:
+            delay = self._spec.retry.delay(message.delivery_count)
+            await self._settle(
+                message,
+                "nak",
+                ce_type,
+                ce_id,
+                f"dead-letter stream unavailable, retry in {delay:.3f}s; {why}",
+                delay=delay,
+            )
 
     async def _settle(
         self,
@@ -311,8 +296,8 @@ class Consumer:
                     outcome,
                     reason,
                     describe(message, ce_type, ce_id),
-                    extra={"eventwire": _log_fields(message, ce_type, ce_id)},
-                    exc_info=exc,
+                    extra={"eventwire": log_fields(message, ce_type, ce_id)},
+                    exc_info=exc if outcome == "term" else None,
                 )
         try:
             if outcome == "ack":
@@ -344,6 +329,9 @@ class Consumer:
             for listener in self._listeners:
                 listener(settlement)
 
+    def _held(self) -> list[InboundMessage]:
+        return [*self._inflight, *self._buffer, *(m for waiting in self._parked.values() for m in waiting)]
+
     async def _beat(self) -> None:
         """Send in-progress for messages held longer than half of ack_wait, so none is redelivered mid-work."""
         ack_wait = self._spec.durable.ack_wait
@@ -351,7 +339,7 @@ class Consumer:
         while True:
             await asyncio.sleep(ack_wait / 4)
             due = loop.time() - ack_wait / 2
-            for message in [*self._inflight, *self._buffer]:
+            for message in self._held():
                 if message.progress_at < due:
                     message.progress_at = loop.time()
                     try:
@@ -380,11 +368,17 @@ class Consumer:
                 task.cancel()
             if cut_off:
                 logger.warning(
-                    "handler %s: %d in-flight deliveries cut off by the shutdown timeout", self._spec.name, len(cut_off)
+                    "handler %s: %d in-flight deliveries cut off by the shutdown timeout",
+                    self._spec.name,
+                    len(cut_off),
                 )
                 await asyncio.gather(*cut_off, return_exceptions=True)
-        while self._buffer:
-            await self._settle(self._buffer.popleft(), "nak", None, None)
+        unstarted = [*self._buffer, *(m for waiting in self._parked.values() for m in waiting)]
+        self._buffer.clear()
+        self._parked.clear()
+        self._parked_count = 0
+        for message in unstarted:
+            await self._settle(message, "nak", None, None)
         if self._settling:
             await asyncio.gather(*self._settling, return_exceptions=True)
         if self._heartbeat is not None:

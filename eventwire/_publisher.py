@@ -24,6 +24,42 @@ _HEADER_OVERHEAD = len(b"NATS/1.0\r\n") + 2
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
+RETRY_BACKOFF = Backoff(initial=0.05, multiplier=2.0, maximum=2.0, jitter=0.5)
+
+
+async def send_with_retries(
+    transport: Transport,
+    subject: str,
+    payload: bytes,
+    headers: dict[str, str],
+    *,
+    deadline: float,
+    attempt_timeout: float = 2.0,
+    backoff: Backoff = RETRY_BACKOFF,
+) -> PublishAck:
+    """Publish one message, retrying transient failures with the same headers until ``deadline`` seconds pass."""
+    loop = asyncio.get_running_loop()
+    give_up_at = loop.time() + deadline
+    attempt = 0
+    while True:
+        remaining = give_up_at - loop.time()
+        try:
+            return await transport.publish(
+                subject, payload, headers, timeout=max(0.001, min(attempt_timeout, remaining))
+            )
+        except TransientPublishFailure as exc:
+            attempt += 1
+            remaining = give_up_at - loop.time()
+            if remaining <= 0:
+                raise PublishTimeout(
+                    f"{subject}: not acknowledged within {deadline:g}s after {attempt} attempts "
+                    f"(last: {exc}); msg id {headers.get('Nats-Msg-Id')}"
+                ) from exc
+            delay = min(remaining, backoff.delay(attempt))
+            logger.debug("publish to %s failed (%s); retry %d in %.3fs", subject, exc, attempt, delay)
+            await asyncio.sleep(delay)
+
+
 @dataclass(frozen=True, slots=True)
 class Outgoing:
     """One event for :meth:`Publisher.publish_many`."""
@@ -61,7 +97,7 @@ class Publisher:
         deadline: float = 30.0,
         attempt_timeout: float = 2.0,
         window: int = 1000,
-        retry_backoff: Backoff = Backoff(initial=0.05, multiplier=2.0, maximum=2.0, jitter=0.5),
+        retry_backoff: Backoff = RETRY_BACKOFF,
     ) -> None:
         if not source:
             raise ConfigError("Publisher.source must name the publishing service, e.g. /services/orders")
@@ -188,29 +224,15 @@ class Publisher:
             self._end()
 
     async def _send(self, prepared: _Prepared, deadline: float) -> PublishAck:
-        loop = asyncio.get_running_loop()
-        give_up_at = loop.time() + deadline
-        attempt = 0
-        while True:
-            remaining = give_up_at - loop.time()
-            try:
-                return await self._transport.publish(
-                    prepared.subject,
-                    prepared.payload,
-                    prepared.headers,
-                    timeout=max(0.001, min(self._attempt_timeout, remaining)),
-                )
-            except TransientPublishFailure as exc:
-                attempt += 1
-                remaining = give_up_at - loop.time()
-                if remaining <= 0:
-                    raise PublishTimeout(
-                        f"{prepared.subject}: not acknowledged within {deadline:g}s after {attempt} attempts "
-                        f"(last: {exc}); msg id {prepared.headers['Nats-Msg-Id']}"
-                    ) from exc
-                delay = min(remaining, self._retry_backoff.delay(attempt))
-                logger.debug("publish to %s failed (%s); retry %d in %.3fs", prepared.subject, exc, attempt, delay)
-                await asyncio.sleep(delay)
+        return await send_with_retries(
+            self._transport,
+            prepared.subject,
+            prepared.payload,
+            prepared.headers,
+            deadline=deadline,
+            attempt_timeout=self._attempt_timeout,
+            backoff=self._retry_backoff,
+        )
 
     async def publish_many(
         self, items: Iterable[Outgoing], *, window: int | None = None, deadline: float | None = None

@@ -93,7 +93,7 @@ class Durable:
         check_subject(self.filter_subject)
         if self.ack_wait < 0.1:
             raise ConfigError(f"durable {self.name!r}: ack_wait must be at least 0.1 seconds")
-        if self.max_deliver < 1:
-            raise ConfigError(f"durable {self.name!r}: max_deliver must be at least 1")
+        if self.max_deliver < 1 and self.max_deliver != -1:
+            raise ConfigError(f"durable {self.name!r}: max_deliver must be at least 1, or -1 for unlimited")
         if self.max_ack_pending < 1:
             raise ConfigError(f"durable {self.name!r}: max_ack_pending must be at least 1")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from eventwire import App, Backoff, Delivery, Stream
+from eventwire import App, Backoff, Delivery, RetryPolicy, Stream
 from eventwire.demo.contracts.shop.inventory.v1.inventory_pb2 import StockRejected, StockReserved
 from eventwire.demo.contracts.shop.orders.v1.orders_pb2 import OrderCreated
 
@@ -17,7 +17,12 @@ class WarehouseDown(Exception):
 def build_app(stock: dict[str, int], warehouse_up: list[bool] | None = None) -> App:
     app = App("inventory", streams=[ORDERS, INVENTORY])
 
-    @app.handler(OrderCreated, stream=ORDERS, subject="orders.created", backoff=Backoff(initial=5.0, jitter=0))
+    @app.handler(
+        OrderCreated,
+        stream=ORDERS,
+        subject="orders.created",
+        retry=RetryPolicy(backoff=Backoff(initial=5.0, jitter=0)),
+    )
     async def reserve_stock(order: OrderCreated, delivery: Delivery) -> None:
         if warehouse_up is not None and not warehouse_up.pop(0):
             raise WarehouseDown(order.order_id)

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 from nats.aio.client import Client as NatsClient
 
-from eventwire import App, Backoff, Delivery, Stream
+from eventwire import App, Backoff, Delivery, RetryPolicy, Stream
 from eventwire.server import EmbeddedServer
 
 from .conftest import eventually, unique
@@ -117,7 +117,7 @@ async def test_failed_handler_is_redelivered_no_sooner_than_the_nak_delay(
     calls: list[tuple[int, float]] = []
     app = make_app(jetstream_server)
 
-    @app.handler(OrderCreated, stream=stream, backoff=Backoff(initial=1.0, jitter=0))
+    @app.handler(OrderCreated, stream=stream, retry=RetryPolicy(backoff=Backoff(initial=1.0, jitter=0)))
     async def flaky(event: OrderCreated, delivery: Delivery) -> None:
         calls.append((delivery.delivery_count, loop.time()))
         if delivery.delivery_count == 1:
@@ -139,7 +139,9 @@ async def test_deliveries_stop_at_max_deliver(
     calls: list[int] = []
     app = make_app(jetstream_server)
 
-    @app.handler(OrderCreated, stream=stream, max_deliver=3, backoff=Backoff(initial=0.05, jitter=0))
+    @app.handler(
+        OrderCreated, stream=stream, retry=RetryPolicy(max_deliveries=3, backoff=Backoff(initial=0.05, jitter=0))
+    )
     async def broken(event: OrderCreated, delivery: Delivery) -> None:
         calls.append(delivery.delivery_count)
         raise RuntimeError("always")
@@ -191,7 +193,7 @@ async def test_bad_input_does_not_stop_the_good_events_behind_it(
     handled: list[str] = []
     app = make_app(jetstream_server)
 
-    @app.handler(OrderCreated, stream=stream, backoff=Backoff(initial=0.05))
+    @app.handler(OrderCreated, stream=stream, retry=RetryPolicy(backoff=Backoff(initial=0.05)))
     async def on_order(event: OrderCreated) -> None:
         handled.append(event.order_id)
 
@@ -209,9 +211,9 @@ async def test_bad_input_does_not_stop_the_good_events_behind_it(
     await eventually(lambda: _settled(raw_nc, stream.name, "svc-on_order", 2 * len(BAD_HEADERS) + 1))
     info = await js.consumer_info(stream.name, "svc-on_order")
     assert info.num_redelivered == 0  # bad input is settled on its first delivery, never retried
-    assert "invalid CloudEvents envelope" in caplog.text
-    assert "undecodable payload" in caplog.text
-    assert "does not handle this type" in caplog.text
+    assert "dead-lettered, invalid-envelope" in caplog.text
+    assert "dead-lettered, undecodable" in caplog.text
+    assert "dead-lettered, unknown-type" in caplog.text
     assert "seq=" in caplog.text and "delivery=1" in caplog.text
 
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from eventwire import App, Backoff, Delivery, Publisher, Stream
+from eventwire import App, Backoff, Delivery, Publisher, RetryPolicy, Stream
 from eventwire.testing import MemoryBroker, MemoryTransport, VirtualTimeLoop, running
 
 from .events import OrderCreated, StockReserved
@@ -19,7 +19,7 @@ STOCK = Stream("STOCK", ("stock.>",))
 def inventory() -> App:
     app = App("inventory", streams=[STOCK])
 
-    @app.handler(OrderCreated, stream=ORDERS, backoff=Backoff(initial=30.0, jitter=0))
+    @app.handler(OrderCreated, stream=ORDERS, retry=RetryPolicy(backoff=Backoff(initial=30.0, jitter=0)))
     async def reserve(event: OrderCreated, delivery: Delivery) -> None:
         if event.order_id == "flaky" and delivery.delivery_count == 1:
             raise RuntimeError("warehouse timeout")

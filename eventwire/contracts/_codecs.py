@@ -5,6 +5,8 @@ from __future__ import annotations
 from typing import Final, Protocol
 
 from google.protobuf import json_format
+from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.unknown_fields import UnknownFieldSet
 from google.protobuf.message import DecodeError as _PbDecodeError
 from google.protobuf.message import Message
 
@@ -33,9 +35,45 @@ class ProtobufCodec:
 
     def decode(self, data: bytes, event_type: type[Message]) -> Message:
         try:
-            return event_type.FromString(data)
+            event = event_type.FromString(data)
         except (_PbDecodeError, RecursionError, ValueError) as exc:
             raise DecodeError(f"not a valid {event_type.DESCRIPTOR.full_name} payload: {exc}") from exc
+        check_wire_types(event)
+        return event
+
+
+def check_wire_types(message: Message) -> None:
+    """Refuse a payload that sends a declared field with another wire type.
+
+    Protobuf keeps such a field as "unknown" and parses on, so an event of
+    another type, or of an incompatible version, would reach the handler as
+    a half-empty message. Unknown fields with undeclared numbers are fine:
+    that is how a newer producer adds fields.
+    """
+    declared = message.DESCRIPTOR.fields_by_number
+    unknown = UnknownFieldSet(message)
+    for index in range(len(unknown)):
+        field = unknown[index]
+        if field.field_number in declared:
+            expected = declared[field.field_number]
+            raise DecodeError(
+                f"{message.DESCRIPTOR.full_name}.{expected.name} (field {field.field_number}) arrived with "
+                f"wire type {field.wire_type}: the payload is not this type or an incompatible version of it"
+            )
+    for descriptor, value in message.ListFields():
+        if descriptor.type != FieldDescriptor.TYPE_MESSAGE:
+            continue
+        message_type = descriptor.message_type
+        assert message_type is not None
+        if message_type.GetOptions().map_entry:
+            value_type = message_type.fields_by_name["value"].type
+            values = value.values() if value_type == FieldDescriptor.TYPE_MESSAGE else ()
+        elif descriptor.is_repeated:
+            values = value
+        else:
+            values = (value,)
+        for nested in values:
+            check_wire_types(nested)
 
 
 class JsonCodec:

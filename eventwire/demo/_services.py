@@ -6,7 +6,7 @@ import asyncio
 from collections import Counter
 from dataclasses import dataclass, field
 
-from .. import App, Backoff, Delivery, Stream
+from .. import App, Backoff, Delivery, RetryPolicy, Stream
 from .contracts.shop.inventory.v1.inventory_pb2 import StockRejected, StockReserved
 from .contracts.shop.orders.v1.orders_pb2 import OrderCreated
 
@@ -52,7 +52,7 @@ def inventory_service(url: str, state: DemoState) -> App:
         subject="orders.created",
         durable="svc-inventory",
         concurrency=4,
-        backoff=Backoff(initial=0.1, maximum=1.0),
+        retry=RetryPolicy(backoff=Backoff(initial=0.1, maximum=1.0)),
     )
     async def reserve_stock(order: OrderCreated, delivery: Delivery) -> None:
         if not state.ours(order.order_id):

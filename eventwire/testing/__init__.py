@@ -6,7 +6,7 @@ fixtures ``memory_broker``, ``memory_transport``, ``memory_publisher``,
 ``virtual_time`` marker that runs an async test on :class:`VirtualTimeLoop`.
 """
 
-from .._consumer import Settlement
+from .._delivery import Settlement
 from ..transport.memory import DurableState, MemoryBroker, MemoryTransport
 from ._clock import VirtualClock, VirtualTimeLoop, virtual_time_loop
 from ._probe import AppProbe, PublishedEvent, RecordingTransport, running

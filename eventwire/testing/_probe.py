@@ -11,7 +11,7 @@ from typing import TypeVar
 from google.protobuf.message import Message
 
 from .._app import App
-from .._consumer import Settlement
+from .._delivery import Settlement
 from .._envelope import Envelope, parse_message
 from .._errors import DecodeError, EnvelopeError
 from .._ids import uuid7

@@ -36,6 +36,9 @@ class InboundMessage(Protocol):
     def headers(self) -> Mapping[str, str] | None: ...
 
     @property
+    def stream(self) -> str: ...
+
+    @property
     def stream_sequence(self) -> int: ...
 
     @property

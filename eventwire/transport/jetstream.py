@@ -94,6 +94,7 @@ class JetStreamMessage:
         "delivery_count",
         "headers",
         "progress_at",
+        "stream",
         "stream_sequence",
         "subject",
     )
@@ -108,6 +109,7 @@ class JetStreamMessage:
         tokens = msg.reply.split(".")
         offset = 2 if len(tokens) == 9 else 4
         self.delivery_count = int(tokens[offset + 2])
+        self.stream = tokens[offset]
         self.stream_sequence = int(tokens[offset + 3])
         self.consumer_sequence = int(tokens[offset + 4])
         self.progress_at = now

@@ -125,6 +125,7 @@ class MemoryMessage:
         "delivery_count",
         "headers",
         "progress_at",
+        "stream",
         "stream_sequence",
         "subject",
     )
@@ -134,6 +135,7 @@ class MemoryMessage:
         self.subject = stored.subject
         self.data = stored.data
         self.headers: Mapping[str, str] | None = dict(stored.headers) if stored.headers else None
+        self.stream = durable.stream.config.name
         self.stream_sequence = stored.sequence
         self.delivery_count = delivery_count
         durable.delivered += 1
@@ -294,7 +296,7 @@ class _MemoryDurable:
         if entry is None:
             return
         entry.timer = None
-        if entry.delivery_count >= self.config.max_deliver:
+        if 0 < self.config.max_deliver <= entry.delivery_count:
             # Deliveries exhausted: JetStream stops delivering it.
             del self.pending[sequence]
             self.exhausted.add(sequence)

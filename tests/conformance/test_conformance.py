@@ -10,7 +10,17 @@ from collections import defaultdict
 
 import pytest
 
-from eventwire import App, Backoff, Delivery, Outgoing, PublishAck, Publisher, PublishError, WrongLastSequence
+from eventwire import (
+    App,
+    Backoff,
+    Delivery,
+    Outgoing,
+    PublishAck,
+    Publisher,
+    PublishError,
+    RetryPolicy,
+    WrongLastSequence,
+)
 from eventwire._streams import Durable
 from eventwire.server import EmbeddedServer
 from eventwire.testing import running
@@ -159,7 +169,7 @@ async def test_nak_is_redelivered_no_sooner_than_its_delay(backend: Backend) -> 
     calls: list[float] = []
     app = App("cf")
 
-    @app.handler(OrderCreated, stream=stream, backoff=Backoff(initial=1.0, jitter=0))
+    @app.handler(OrderCreated, stream=stream, retry=RetryPolicy(backoff=Backoff(initial=1.0, jitter=0)))
     async def flaky(event: OrderCreated, delivery: Delivery) -> None:
         calls.append(loop.time())
         if delivery.delivery_count == 1:
