@@ -45,6 +45,7 @@ async def test_probe_waits_for_handling_and_shows_what_was_published() -> None:
         assert [(s.handler, s.outcome, s.delivery_count) for s in settlements] == [("reserve", "ack", 1)]
         assert probe.published_events(StockReserved) == [StockReserved(order_id="o-1")]
         follow_up = probe.published[-1]
+        assert follow_up.envelope is not None
         assert follow_up.envelope.causation_id == settlements[0].ce_id
         assert follow_up.ack.stream == "STOCK"
 

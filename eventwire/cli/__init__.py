@@ -17,6 +17,7 @@ from rich.table import Table
 
 from .._app import URL_ENV, App
 from .._errors import EventwireError
+from ._dlq import app as dlq_cli
 
 cli = typer.Typer(
     name="eventwire",
@@ -26,6 +27,7 @@ cli = typer.Typer(
     pretty_exceptions_enable=False,
 )
 console = Console()
+cli.add_typer(dlq_cli, name="dlq")
 
 UrlOption = Annotated[
     str | None,

@@ -6,9 +6,9 @@ from typing import Final, Protocol
 
 from google.protobuf import json_format
 from google.protobuf.descriptor import FieldDescriptor
-from google.protobuf.unknown_fields import UnknownFieldSet
 from google.protobuf.message import DecodeError as _PbDecodeError
 from google.protobuf.message import Message
+from google.protobuf.unknown_fields import UnknownFieldSet
 
 from .._errors import DecodeError
 

@@ -28,7 +28,7 @@ class PublishedEvent:
     """An event the App under test got stored by the broker."""
 
     subject: str
-    envelope: Envelope
+    envelope: Envelope | None  # None for what is not a CloudEvent, e.g. the dead letter of garbage input
     event: Message | None  # None when its type is not in the App's registry
     ack: PublishAck
 
@@ -94,7 +94,12 @@ class AppProbe:
         self._changed.set()
 
     def _on_published(self, subject: str, headers: dict[str, str], payload: bytes, ack: PublishAck) -> None:
-        envelope, data = parse_message(headers, payload)
+        try:
+            envelope, data = parse_message(headers, payload)
+        except EnvelopeError:
+            self.published.append(PublishedEvent(subject, None, None, ack))
+            self._changed.set()
+            return
         event_class = self.app.registry.get(envelope.type)
         event = None
         if event_class is not None:

@@ -1,0 +1,239 @@
+"""``eventwire dlq``: list, show, replay and purge dead letters."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, TypeVar
+
+import nats
+import typer
+from google.protobuf import json_format, symbol_database
+from google.protobuf.message import Message
+from nats.js.client import JetStreamContext
+from rich.console import Console
+from rich.progress import Progress
+from rich.table import Table
+
+from .. import dlq
+from .._app import URL_ENV
+from ..contracts import codec_for
+from ..transport import ConnectOptions, JetStreamTransport
+
+app = typer.Typer(help="Dead letters: list, show, replay, purge.", no_args_is_help=True)
+console = Console()
+T = TypeVar("T")
+
+Url = Annotated[str | None, typer.Option("--url", envvar=URL_ENV, help="NATS server URL(s), comma-separated.")]
+Service = Annotated[str | None, typer.Option("--service", help="Only this service's dead letters.")]
+Handler = Annotated[str | None, typer.Option("--handler", help="Only this handler's dead letters.")]
+EventType = Annotated[str | None, typer.Option("--type", help="Only this ce-type, e.g. shop.orders.v1.OrderCreated.")]
+Since = Annotated[str | None, typer.Option("--since", help="Dead-lettered at or after: ISO 8601, or 30m, 2h, 7d ago.")]
+Until = Annotated[str | None, typer.Option("--until", help="Dead-lettered at or before: ISO 8601, or 30m, 2h ago.")]
+
+_RELATIVE = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
+_UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
+
+
+def parse_time(text: str | None) -> datetime | None:
+    if text is None:
+        return None
+    relative = _RELATIVE.match(text.strip())
+    if relative:
+        return datetime.now(UTC) - timedelta(**{_UNITS[relative.group(2)]: float(relative.group(1))})
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError as exc:
+        raise typer.BadParameter(f"{text!r} is neither ISO 8601 nor like 30m, 2h, 7d") from exc
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def parse_id(text: str) -> tuple[str, int]:
+    stream, _, sequence = text.rpartition(":")
+    if not stream or not sequence.isdigit():
+        raise typer.BadParameter(f"{text!r}: expected STREAM:SEQUENCE as listed, e.g. DLQ-inventory:12")
+    return stream, int(sequence)
+
+
+def _filter(
+    service: str | None, handler: str | None, event_type: str | None, since: str | None, until: str | None
+) -> dlq.DeadLetterFilter:
+    return dlq.DeadLetterFilter(service, handler, event_type, parse_time(since), parse_time(until))
+
+
+def _run(url: str | None, work: Callable[[JetStreamContext, str], Awaitable[T]]) -> T:
+    if not url:
+        console.print(f"[red]error:[/red] no server: pass --url or set {URL_ENV}")
+        raise typer.Exit(2)
+
+    async def main() -> T:
+        nc = await nats.connect(url.split(","))
+        try:
+            return await work(nc.jetstream(), url)
+        finally:
+            await nc.close()
+
+    return asyncio.run(main())
+
+
+def _render(letter: dlq.DeadLetter) -> str:
+    """The payload as JSON when its type's Protobuf class is loaded, else a byte summary."""
+    event_class: type[Message] | None = None
+    if letter.ce_type:
+        try:
+            event_class = symbol_database.Default().GetSymbol(letter.ce_type)
+        except KeyError:
+            event_class = None
+    if event_class is None:
+        return f"<{len(letter.payload)} bytes; type not loaded: pass --import with its generated module>"
+    content_type = letter.headers.get("ce-datacontenttype", "application/protobuf")
+    try:
+        event = codec_for(content_type).decode(letter.payload, event_class)
+    except Exception as exc:
+        return f"<{len(letter.payload)} bytes that do not decode as {letter.ce_type}: {exc}>"
+    return json_format.MessageToJson(event, indent=2)
+
+
+def _import(modules: list[str]) -> None:
+    import importlib
+    import sys
+
+    if "" not in sys.path:
+        sys.path.insert(0, "")
+    for module in modules:
+        importlib.import_module(module)
+
+
+@app.command("list")
+def list_(
+    url: Url = None,
+    service: Service = None,
+    handler: Handler = None,
+    event_type: EventType = None,
+    since: Since = None,
+    until: Until = None,
+) -> None:
+    """List dead letters, oldest first."""
+    matching = _filter(service, handler, event_type, since, until)
+
+    async def work(js: JetStreamContext, _: str) -> list[dlq.DeadLetter]:
+        return [letter async for letter in dlq.read(js, matching)]
+
+    letters = _run(url, work)
+    table = Table(title=f"{len(letters)} dead letter(s)")
+    for column in ("id", "time", "service", "handler", "type", "reason", "deliveries", "error"):
+        table.add_column(column)
+    for letter in letters:
+        table.add_row(
+            f"{letter.stream}:{letter.sequence}",
+            letter.time.strftime("%Y-%m-%d %H:%M:%S") if letter.time else "-",
+            letter.service,
+            letter.handler,
+            letter.ce_type or "-",
+            letter.reason,
+            str(letter.delivery_count),
+            (letter.error or "")[:60],
+        )
+    console.print(table)
+
+
+@app.command()
+def show(
+    letter_id: Annotated[str, typer.Argument(metavar="ID", help="STREAM:SEQUENCE, as `dlq list` prints it.")],
+    url: Url = None,
+    imports: Annotated[list[str] | None, typer.Option("--import", help="Module(s) defining the event classes.")] = None,
+) -> None:
+    """Show one dead letter: where it failed, why, its headers and its payload."""
+    stream, sequence = parse_id(letter_id)
+    _import(imports or [])
+
+    async def work(js: JetStreamContext, _: str) -> dlq.DeadLetter | None:
+        async for letter in dlq.read(js, dlq.DeadLetterFilter(sequences=frozenset({sequence}))):
+            if letter.stream == stream:
+                return letter
+        return None
+
+    letter = _run(url, work)
+    if letter is None:
+        console.print(f"[red]no dead letter {letter_id}[/red]")
+        raise typer.Exit(1)
+    console.print(f"[bold]{letter.stream}:{letter.sequence}[/bold] {letter.reason}")
+    console.print(
+        f"from {letter.original_stream}:{letter.original_sequence} on {letter.subject}, "
+        f"handler {letter.service}/{letter.handler}, after {letter.delivery_count} deliveries"
+    )
+    if letter.error:
+        console.print(f"error: {letter.error_type or ''} {letter.error}")
+    for name, value in sorted(letter.original_headers().items()):
+        console.print(f"  {name}: {value}", markup=False)
+    console.print(_render(letter), markup=False)
+    if letter.traceback:
+        console.print(letter.traceback, markup=False)
+
+
+@app.command()
+def replay(
+    url: Url = None,
+    service: Service = None,
+    handler: Handler = None,
+    event_type: EventType = None,
+    since: Since = None,
+    until: Until = None,
+    ids: Annotated[list[str] | None, typer.Option("--id", help="Only these STREAM:SEQUENCE (repeatable).")] = None,
+    keep: Annotated[bool, typer.Option(help="Keep the dead letters after replaying them.")] = False,
+) -> None:
+    """Publish dead letters again to their original subjects (same ce-id, new dedup id)."""
+    chosen = [parse_id(i) for i in ids or []]
+    matching = _filter(service, handler, event_type, since, until)
+    if chosen:
+        matching = dlq.DeadLetterFilter(
+            matching.service,
+            matching.handler,
+            matching.event_type,
+            matching.since,
+            matching.until,
+            frozenset(seq for _, seq in chosen),
+        )
+
+    async def work(js: JetStreamContext, servers: str) -> int:
+        letters = [
+            letter
+            async for letter in dlq.read(js, matching)
+            if not chosen or (letter.stream, letter.sequence) in chosen
+        ]
+        transport = await JetStreamTransport.connect(ConnectOptions.from_url(servers, name="eventwire-dlq"))
+        try:
+            with Progress(console=console, transient=True) as progress:
+                task = progress.add_task("replaying", total=len(letters))
+                for letter in letters:
+                    await dlq.replay(js, transport, letter, keep=keep)
+                    progress.advance(task)
+        finally:
+            await transport.close()
+        return len(letters)
+
+    count = _run(url, work)
+    console.print(f"replayed {count} dead letter(s)")
+
+
+@app.command()
+def purge(
+    url: Url = None,
+    service: Service = None,
+    handler: Handler = None,
+    event_type: EventType = None,
+    since: Since = None,
+    until: Until = None,
+    yes: Annotated[bool, typer.Option("--yes", help="Do not ask for confirmation.")] = False,
+) -> None:
+    """Delete dead letters for good."""
+    matching = _filter(service, handler, event_type, since, until)
+    if not yes:
+        typer.confirm("Delete the matching dead letters for good?", abort=True)
+
+    async def work(js: JetStreamContext, _: str) -> int:
+        return await dlq.purge(js, matching)
+
+    console.print(f"purged {_run(url, work)} dead letter(s)")
