@@ -16,6 +16,7 @@ import nats.js.errors
 from nats.js.client import JetStreamContext
 
 from . import _dead_letters as dl
+from ._dead_letters import dead_letter_stream
 from ._envelope import decode_value
 from ._errors import EnvelopeError
 from ._publisher import send_with_retries
@@ -198,6 +199,7 @@ __all__ = [
     "REPLAYED_FROM",
     "DeadLetter",
     "DeadLetterFilter",
+    "dead_letter_stream",
     "dead_letter_streams",
     "purge",
     "read",
