@@ -9,7 +9,7 @@ import os
 import signal
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from google.protobuf.message import Message
 
@@ -28,6 +28,14 @@ logger = logging.getLogger("eventwire.app")
 
 URL_ENV = "EVENTWIRE_URL"
 F = TypeVar("F", bound=HandlerFunc)
+
+
+class BackgroundRelay(Protocol):
+    """Work an App runs beside its handlers, such as ``eventwire.outbox.OutboxRelay``."""
+
+    def start(self, transport: Transport) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 class App:
@@ -53,6 +61,7 @@ class App:
         pull_expires: float = 30.0,
         idle_heartbeat: float = 5.0,
         dead_letters: bool | Stream = True,
+        relays: Sequence[BackgroundRelay] = (),
     ) -> None:
         check_name("service", name)
         if shutdown_timeout < 0:
@@ -74,6 +83,7 @@ class App:
         if dead_letters is True:
             dead_letters = dead_letter_stream(name)
         self._dead_letter_stream = dead_letters or None
+        self._relays = tuple(relays)
         self._handlers: list[HandlerSpec] = []
         self._consumers: list[Consumer] = []
         self._listeners: list[SettlementListener] = []
@@ -230,6 +240,8 @@ class App:
                 )
                 await consumer.start()
                 self._consumers.append(consumer)
+            for relay in self._relays:
+                relay.start(self._transport)
         except BaseException:
             await self._close()
             raise
@@ -263,6 +275,8 @@ class App:
         await asyncio.gather(*(c.stop(self.shutdown_timeout) for c in self._consumers))
         if self._publisher is not None and not await self._publisher.flush(self.shutdown_timeout):
             logger.warning("%s: publishes still unacknowledged at shutdown", self.name)
+        for relay in self._relays:
+            await relay.stop()  # after its current batch
         await self._close()
         logger.info("%s stopped", self.name)
 

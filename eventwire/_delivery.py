@@ -23,7 +23,7 @@ OrderingMode = Literal["key", "all"]
 class Delivery:
     """One delivery of an event to a handler: the event, its envelope and where it came from."""
 
-    __slots__ = ("_publisher", "envelope", "event", "handler", "message")
+    __slots__ = ("_publisher", "envelope", "event", "handler", "message", "session")
 
     def __init__(
         self, message: InboundMessage, envelope: Envelope, event: Message, handler: str, publisher: Publisher
@@ -33,6 +33,8 @@ class Delivery:
         self.event = event
         self.handler = handler
         self._publisher = publisher
+        # The database session of the delivery's transaction, when the Inbox middleware runs.
+        self.session: Any = None
 
     @property
     def subject(self) -> str:

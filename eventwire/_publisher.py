@@ -72,10 +72,61 @@ class Outgoing:
 
 
 @dataclass(frozen=True, slots=True)
-class _Prepared:
+class EncodedEvent:
+    """An event ready for the wire: its subject, payload bytes and CloudEvents headers."""
+
     subject: str
     payload: bytes
     headers: dict[str, str]
+
+
+class EventEncoder:
+    """Builds the payload and envelope headers of events for one source (shared by publisher and outbox)."""
+
+    def __init__(self, source: str, registry: EventRegistry | None = None, content_type: str = PROTOBUF) -> None:
+        if not source:
+            raise ConfigError("source must name the publishing service, e.g. /services/orders")
+        self.source = source
+        self.registry = registry if registry is not None else EventRegistry()
+        self._codec = codec_for(content_type)
+        self._known: dict[type[Message], tuple[str, str]] = {}
+
+    def encode(
+        self,
+        event: Message,
+        subject: str,
+        *,
+        key: str | None = None,
+        msg_id: str | None = None,
+        event_id: str | None = None,
+        correlation_id: str | None = None,
+        causation_id: str | None = None,
+        traceparent: str | None = None,
+        tracestate: str | None = None,
+    ) -> EncodedEvent:
+        check_subject(subject, wildcards=False)
+        event_class = type(event)
+        known = self._known.get(event_class)
+        if known is None:
+            self.registry.register(event_class)
+            known = self._known[event_class] = (event_class.DESCRIPTOR.full_name, schema_ref(event_class))
+        if msg_id is not None and _CONTROL.search(msg_id):
+            raise ConfigError(f"msg_id {msg_id!r} holds control characters")
+        headers = binary_headers(
+            event_id or uuid7(),
+            self.source,
+            known[0],
+            time=now_rfc3339(),
+            subject=key,
+            datacontenttype=self._codec.content_type,
+            dataschema=known[1],
+            correlation_id=correlation_id,
+            causation_id=causation_id,
+            traceparent=traceparent,
+            tracestate=tracestate,
+            msg_id=msg_id,
+        )
+        return EncodedEvent(subject, self._codec.encode(event), headers)
 
 
 class Publisher:
@@ -99,28 +150,23 @@ class Publisher:
         window: int = 1000,
         retry_backoff: Backoff = RETRY_BACKOFF,
     ) -> None:
-        if not source:
-            raise ConfigError("Publisher.source must name the publishing service, e.g. /services/orders")
         if deadline <= 0 or attempt_timeout <= 0:
             raise ConfigError("Publisher.deadline and attempt_timeout must be positive")
         if window < 1:
             raise ConfigError("Publisher.window must be at least 1")
         self._transport = transport
-        self._source = source
-        self._registry = registry if registry is not None else EventRegistry()
-        self._codec = codec_for(content_type)
+        self._encoder = EventEncoder(source, registry, content_type)
         self._deadline = deadline
         self._attempt_timeout = attempt_timeout
         self._window = window
         self._retry_backoff = retry_backoff
-        self._known: dict[type[Message], tuple[str, str]] = {}
         self._inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
 
     @property
     def source(self) -> str:
-        return self._source
+        return self._encoder.source
 
     def _prepare(
         self,
@@ -135,34 +181,23 @@ class Publisher:
         traceparent: str | None = None,
         tracestate: str | None = None,
         expected: dict[str, str] | None = None,
-    ) -> _Prepared:
-        check_subject(subject, wildcards=False)
-        event_class = type(event)
-        known = self._known.get(event_class)
-        if known is None:
-            self._registry.register(event_class)
-            known = self._known[event_class] = (event_class.DESCRIPTOR.full_name, schema_ref(event_class))
-        if msg_id is not None and _CONTROL.search(msg_id):
-            raise ConfigError(f"msg_id {msg_id!r} holds control characters")
-        payload = self._codec.encode(event)
-        headers = binary_headers(
-            event_id or uuid7(),
-            self._source,
-            known[0],
-            time=now_rfc3339(),
-            subject=key,
-            datacontenttype=self._codec.content_type,
-            dataschema=known[1],
+    ) -> EncodedEvent:
+        prepared = self._encoder.encode(
+            event,
+            subject,
+            key=key,
+            msg_id=msg_id,
+            event_id=event_id,
             correlation_id=correlation_id,
             causation_id=causation_id,
             traceparent=traceparent,
             tracestate=tracestate,
-            msg_id=msg_id,
         )
+        headers = prepared.headers
         if expected:
             headers.update(expected)
         size = (
-            len(payload)
+            len(prepared.payload)
             + _HEADER_OVERHEAD
             + 4 * len(headers)
             + len("".join(headers).encode())
@@ -171,7 +206,7 @@ class Publisher:
         limit = self._transport.max_payload
         if size > limit:
             raise PayloadTooLarge(size, limit)
-        return _Prepared(subject, payload, headers)
+        return prepared
 
     async def publish(
         self,
@@ -223,7 +258,7 @@ class Publisher:
         finally:
             self._end()
 
-    async def _send(self, prepared: _Prepared, deadline: float) -> PublishAck:
+    async def _send(self, prepared: EncodedEvent, deadline: float) -> PublishAck:
         return await send_with_retries(
             self._transport,
             prepared.subject,
@@ -248,7 +283,7 @@ class Publisher:
         deadline = deadline if deadline is not None else self._deadline
         give_up_at = loop.time() + deadline
         results: list[PublishAck | PublishError | None] = []
-        prepared: list[_Prepared | None] = []
+        prepared: list[EncodedEvent | None] = []
         for item in items:
             expected = None
             if item.expected_last_subject_sequence is not None:
@@ -283,7 +318,7 @@ class Publisher:
     async def _send_round(
         self,
         todo: list[int],
-        prepared: list[_Prepared | None],
+        prepared: list[EncodedEvent | None],
         results: list[PublishAck | PublishError | None],
         window: int,
         give_up_at: float,

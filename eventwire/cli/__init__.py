@@ -129,5 +129,39 @@ def demo(
         raise typer.Exit(1)
 
 
+@cli.command()
+def relay(
+    db: Annotated[
+        str, typer.Option("--db", envvar="EVENTWIRE_DB", help="SQLAlchemy async URL of the outbox database.")
+    ],
+    url: UrlOption = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Rows per batch.")] = 500,
+    poll_interval: Annotated[
+        float, typer.Option(help="Seconds between polls (PostgreSQL also wakes on NOTIFY).")
+    ] = 1.0,
+    log_level: LogLevel = "INFO",
+) -> None:
+    """Publish committed outbox rows until SIGTERM or Ctrl-C (then after the current batch)."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+
+    from ..outbox import OutboxRelay
+
+    _configure_logging(log_level)
+    engine = create_async_engine(db)
+    service = App("outbox-relay", relays=[OutboxRelay(engine, batch_size=batch_size, poll_interval=poll_interval)])
+
+    async def main() -> None:
+        try:
+            await service.run(url)
+        finally:
+            await engine.dispose()
+
+    try:
+        asyncio.run(main())
+    except EventwireError as exc:
+        console.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from exc
+
+
 def main() -> None:
     cli()

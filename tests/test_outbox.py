@@ -1,0 +1,323 @@
+"""Outbox and inbox on SQLite and PostgreSQL, against a real JetStream server."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections import defaultdict
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import nats
+import pytest
+from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+
+from eventwire import App, Delivery, Stream
+from eventwire.inbox import Inbox
+from eventwire.inbox import create_tables as create_inbox_tables
+from eventwire.inbox import metadata as inbox_metadata
+from eventwire.outbox import Outbox, OutboxRelay, create_tables, metadata, outbox_keys_table, outbox_table
+from eventwire.server import EmbeddedServer
+from eventwire.testing import running
+from eventwire.transport import ConnectOptions, JetStreamTransport
+
+from .conftest import unique
+from .events import OrderCreated
+
+POSTGRES = os.environ.get("EVENTWIRE_TEST_POSTGRES", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+
+business = MetaData()
+orders = Table("test_orders", business, Column("id", String(50), primary_key=True), Column("total", Integer))
+effects = Table("test_effects", business, Column("event_id", String(100)), Column("order_id", String(50)))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    created = await _engine(request.param, tmp_path)
+    yield created
+    await created.dispose()
+
+
+@pytest.fixture
+async def pg_engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
+    created = await _engine("postgresql", tmp_path)
+    yield created
+    await created.dispose()
+
+
+async def _engine(kind: str, tmp_path: Path) -> AsyncEngine:
+    if kind == "sqlite":
+        created = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'service.db'}")
+    else:
+        created = create_async_engine(POSTGRES, pool_size=20)
+        try:
+            async with created.connect():
+                pass
+        except OSError as exc:
+            await created.dispose()
+            if os.environ.get("CI"):
+                pytest.fail(f"PostgreSQL at {POSTGRES} is required in CI: {exc}")
+            pytest.skip(f"no PostgreSQL at {POSTGRES}")
+    async with created.begin() as conn:
+        for schema in (metadata, inbox_metadata, business):
+            await conn.run_sync(schema.drop_all)
+        await conn.run_sync(business.create_all)
+    await create_tables(created)
+    await create_inbox_tables(created)
+    return created
+
+
+@pytest.fixture
+async def stream(jetstream_server: EmbeddedServer) -> AsyncIterator[tuple[JetStreamTransport, Stream]]:
+    transport = await JetStreamTransport.connect(ConnectOptions.from_url(jetstream_server.url))
+    declared = Stream(unique("OB"), (unique("outbox") + ".>",))
+    await transport.ensure_stream(declared)
+    try:
+        yield transport, declared
+    finally:
+        await transport.close()
+
+
+def subject_of(stream: Stream) -> str:
+    return stream.subjects[0][:-1] + "created"
+
+
+async def stored(server: EmbeddedServer, stream: Stream) -> list[tuple[str, str, str]]:
+    """(msg id, ce-subject, order id) of every message in the stream, in stream order."""
+    nc = await nats.connect(server.url)
+    try:
+        js = nc.jetstream()
+        info = await js.stream_info(stream.name)
+        result = []
+        for sequence in range(info.state.first_seq, info.state.last_seq + 1):
+            msg = await js.get_msg(stream.name, sequence)
+            headers = msg.headers or {}
+            order = OrderCreated.FromString(msg.data or b"")
+            result.append((headers["Nats-Msg-Id"], headers.get("ce-subject", ""), order.order_id))
+        return result
+    finally:
+        await nc.close()
+
+
+async def place_order(
+    sessions: async_sessionmaker[AsyncSession],
+    outbox: Outbox,
+    stream: Stream,
+    order_id: str,
+    *,
+    key: str | None = None,
+    fail: bool = False,
+) -> None:
+    async with sessions() as session, session.begin():
+        await session.execute(insert(orders).values(id=order_id, total=100))
+        await outbox.add(session, OrderCreated(order_id=order_id), subject=subject_of(stream), key=key)
+        if fail:
+            raise RuntimeError("business rule violated: roll back")
+
+
+async def test_only_committed_events_are_published(
+    engine: AsyncEngine, stream: tuple[JetStreamTransport, Stream], jetstream_server: EmbeddedServer
+) -> None:
+    transport, declared = stream
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    outbox = Outbox(source="/services/orders")
+    await place_order(sessions, outbox, declared, "o-1")
+    with pytest.raises(RuntimeError):
+        await place_order(sessions, outbox, declared, "o-2", fail=True)
+    await place_order(sessions, outbox, declared, "o-3", key="customer-9")
+    relay = OutboxRelay(engine)
+    assert await relay.relay_once(transport) == 2
+    assert await relay.relay_once(transport) == 0
+    published = await stored(jetstream_server, declared)
+    assert [order for *_, order in published] == ["o-1", "o-3"]
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(outbox_table.c.id, outbox_table.c.sent_at))).all()
+    assert {row.id for row in rows} == {msg_id for msg_id, *_ in published}
+    assert all(row.sent_at is not None for row in rows)
+
+
+async def test_a_key_is_published_in_commit_order(
+    engine: AsyncEngine, stream: tuple[JetStreamTransport, Stream], jetstream_server: EmbeddedServer
+) -> None:
+    """The first transaction to touch a key holds it until it commits; the second follows it."""
+    transport, declared = stream
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    outbox = Outbox(source="/services/orders")
+    first_added = asyncio.Event()
+    release_first = asyncio.Event()
+
+    async def slow_first() -> None:
+        async with sessions() as session, session.begin():
+            await outbox.add(session, OrderCreated(order_id="first"), subject=subject_of(declared), key="k")
+            first_added.set()
+            await release_first.wait()
+
+    async def second() -> None:
+        await first_added.wait()
+        async with sessions() as session, session.begin():
+            await outbox.add(session, OrderCreated(order_id="second"), subject=subject_of(declared), key="k")
+
+    tasks = [asyncio.create_task(slow_first()), asyncio.create_task(second())]
+    await asyncio.sleep(0.3)
+    release_first.set()
+    await asyncio.gather(*tasks)
+    await OutboxRelay(engine).relay_once(transport)
+    assert [order for *_, order in await stored(jetstream_server, declared)] == ["first", "second"]
+
+
+async def test_concurrent_relays_publish_each_event_once_in_key_order(
+    engine: AsyncEngine, stream: tuple[JetStreamTransport, Stream], jetstream_server: EmbeddedServer
+) -> None:
+    transport, declared = stream
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    outbox = Outbox(source="/services/orders")
+    for start in range(0, 600, 100):
+        async with sessions() as session, session.begin():
+            for number in range(start, start + 100):
+                await outbox.add(
+                    session, OrderCreated(order_id=f"{number:04d}"), subject=subject_of(declared), key=f"k{number % 12}"
+                )
+    relays = [OutboxRelay(engine, batch_size=50) for _ in range(3)]
+
+    async def drain(relay: OutboxRelay) -> None:
+        while await relay.relay_once(transport):
+            pass
+
+    for _ in range(5):  # a relay may stop while another still holds rows: go round until none is left
+        await asyncio.gather(*(drain(relay) for relay in relays))
+    published = await stored(jetstream_server, declared)
+    assert len(published) == 600
+    assert len({msg_id for msg_id, *_ in published}) == 600
+    by_key: dict[str, list[str]] = defaultdict(list)
+    for _, key, order in published:
+        by_key[key].append(order)
+    for orders_of_key in by_key.values():
+        assert orders_of_key == sorted(orders_of_key)
+    assert sum(relay.published for relay in relays) == 600  # no row was marked twice
+
+
+async def test_relay_keeps_rows_while_the_broker_is_down(engine: AsyncEngine, fresh_server: EmbeddedServer) -> None:
+    transport = await JetStreamTransport.connect(ConnectOptions.from_url(fresh_server.url, reconnect_time_wait=0.1))
+    declared = Stream("OUTAGE", ("outage.>",))
+    await transport.ensure_stream(declared)
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    outbox = Outbox(source="/services/orders")
+    for number in range(5):
+        await place_order(sessions, outbox, declared, f"o-{number}", key="k")
+    relay = OutboxRelay(engine, publish_deadline=1.0)
+    fresh_server.kill()
+    try:
+        assert await relay.relay_once(transport) == 0
+        async with engine.connect() as conn:
+            pending = (await conn.execute(select(func.count()).where(outbox_table.c.sent_at.is_(None)))).scalar()
+        assert pending == 5
+        fresh_server.restart()
+        relay.start(transport)
+        await asyncio.sleep(0.1)
+        for _ in range(100):
+            async with engine.connect() as conn:
+                pending = (await conn.execute(select(func.count()).where(outbox_table.c.sent_at.is_(None)))).scalar()
+            if pending == 0:
+                break
+            await asyncio.sleep(0.1)
+        await relay.stop()
+        assert pending == 0
+        assert [order for *_, order in await stored(fresh_server, declared)] == [f"o-{n}" for n in range(5)]
+    finally:
+        await transport.close()
+
+
+async def test_a_crash_between_publish_and_mark_is_deduplicated(
+    engine: AsyncEngine, stream: tuple[JetStreamTransport, Stream], jetstream_server: EmbeddedServer
+) -> None:
+    transport, declared = stream
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    outbox = Outbox(source="/services/orders")
+    for number in range(10):
+        await place_order(sessions, outbox, declared, f"o-{number}")
+    relay = OutboxRelay(engine)
+    async with engine.begin() as conn:
+        rows = await relay._claim(conn)
+        await relay._publish(transport, rows)
+        await conn.rollback()  # the process died before marking the rows sent
+    assert await relay.relay_once(transport) == 10
+    assert len(await stored(jetstream_server, declared)) == 10
+
+
+async def test_sent_rows_and_idle_keys_are_pruned(
+    engine: AsyncEngine, stream: tuple[JetStreamTransport, Stream]
+) -> None:
+    transport, declared = stream
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    outbox = Outbox(source="/services/orders")
+    for number in range(4):
+        await place_order(sessions, outbox, declared, f"o-{number}", key=f"k{number}")
+    relay = OutboxRelay(engine, retention=60)
+    await relay.relay_once(transport)
+    await place_order(sessions, outbox, declared, "o-pending", key="k0")
+    async with engine.begin() as conn:
+        await conn.execute(
+            update(outbox_table)
+            .where(outbox_table.c.sent_at.is_not(None))
+            .values(sent_at=datetime.now(UTC) - timedelta(hours=1))
+        )
+    assert await relay.prune() == 4
+    async with engine.connect() as conn:
+        assert (await conn.execute(select(outbox_table.c.id))).all().__len__() == 1
+        assert sorted(r.event_key for r in (await conn.execute(select(outbox_keys_table))).all()) == ["k0"]
+
+
+async def test_postgres_notify_wakes_the_relay(
+    pg_engine: AsyncEngine, stream: tuple[JetStreamTransport, Stream], jetstream_server: EmbeddedServer
+) -> None:
+    engine = pg_engine
+    transport, declared = stream
+    relay = OutboxRelay(engine, poll_interval=60)
+    relay.start(transport)
+    try:
+        await asyncio.sleep(0.5)  # the relay has polled once and now waits
+        await place_order(async_sessionmaker(engine), Outbox(source="/services/orders"), declared, "o-1")
+        for _ in range(50):
+            if relay.published:
+                break
+            await asyncio.sleep(0.1)
+        assert relay.published == 1
+    finally:
+        await relay.stop()
+
+
+async def test_inbox_runs_effects_once_per_event(
+    engine: AsyncEngine, stream: tuple[JetStreamTransport, Stream], jetstream_server: EmbeddedServer
+) -> None:
+    transport, declared = stream
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    inbox = Inbox(sessions)
+    calls: list[str] = []
+    fail_once = {"o-2"}
+    app = App(unique("billing"), middleware=[inbox])
+
+    @app.handler(OrderCreated, stream=declared)
+    async def bill(order: OrderCreated, delivery: Delivery) -> None:
+        calls.append(order.order_id)
+        await delivery.session.execute(insert(effects).values(event_id=delivery.envelope.id, order_id=order.order_id))
+        if order.order_id in fail_once:
+            fail_once.discard(order.order_id)
+            raise RuntimeError("after the write: must roll back")
+
+    async with running(app, transport) as probe:
+        for number in range(3):
+            event = OrderCreated(order_id=f"o-{number}")
+            # The same event twice (same ce-id, new msg id): what a lost ack or an outbox resend looks like.
+            for attempt in range(2):
+                await app.publisher.publish(
+                    event, subject=subject_of(declared), event_id=f"evt-{number}", msg_id=f"m-{number}-{attempt}"
+                )
+        await probe.wait_until(lambda: len([s for s in probe.settlements if s.outcome == "ack"]) == 6, timeout=30)
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(effects.c.order_id))).all()
+    assert sorted(row.order_id for row in rows) == ["o-0", "o-1", "o-2"]
+    assert calls.count("o-2") == 2  # the failed attempt rolled its effect back and ran again
+    assert calls.count("o-0") == calls.count("o-1") == 1
+    assert inbox.skipped == 3
