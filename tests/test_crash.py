@@ -12,18 +12,19 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from eventwire import App, Delivery, Outgoing, Publisher, Stream
 from eventwire.inbox import Inbox
-from eventwire.outbox import Outbox, OutboxRelay
+from eventwire.outbox import Outbox, OutboxRelay, outbox_table
 from eventwire.server import EmbeddedServer
 from eventwire.testing import running
 from eventwire.transport import ConnectOptions, JetStreamTransport
 
-from .conftest import unique
+from .conftest import eventually, unique
 from .events import OrderCreated
-from .test_outbox import _engine, effects
+from .test_outbox import _engine, effects, orders
 
 ROOT = Path(__file__).parent.parent
 
@@ -154,3 +155,114 @@ async def test_a_duplicate_past_the_dedup_window_gives_one_effect(
         await probe.wait_until(lambda: len([s for s in probe.settlements if s.outcome == "ack"]) == 10)
     assert await effect_counts(engine) == (5, 5)
     assert inbox.skipped == 5
+
+
+async def _produce(
+    sessions: async_sessionmaker[AsyncSession],
+    outbox: Outbox,
+    subject: str,
+    producer: int,
+    *,
+    count: int,
+    committed: set[str],
+) -> None:
+    """One producer: ``count`` transactions; every tenth rolls back after writing its order and event."""
+    for number in range(count):
+        order_id = f"p{producer:02d}-{number:04d}"
+        for attempt in range(50):
+            try:
+                async with sessions() as session, session.begin():
+                    await session.execute(orders.insert().values(id=order_id, total=number))
+                    await outbox.add(session, OrderCreated(order_id=order_id), subject=subject, key=order_id)
+                    _roll_back_every_tenth(number)
+                committed.add(order_id)
+                break
+            except _RolledBack:
+                break
+            except OperationalError:  # SQLite: database is locked; try again
+                await asyncio.sleep(0.01 * (attempt + 1))
+
+
+class _RolledBack(Exception):
+    pass
+
+
+def _roll_back_every_tenth(number: int) -> None:
+    if number % 10 == 7:
+        raise _RolledBack
+
+
+async def _sent_rows(engine: AsyncEngine) -> tuple[int, int]:
+    async with engine.connect() as conn:
+        sent = (await conn.execute(select(func.count()).where(outbox_table.c.sent_at.is_not(None)))).scalar_one()
+        pending = (await conn.execute(select(func.count()).where(outbox_table.c.sent_at.is_(None)))).scalar_one()
+    return int(sent), int(pending)
+
+
+@pytest.mark.timeout(300)
+async def test_relay_killed_twice_under_20_producers_loses_and_doubles_nothing(
+    engine: AsyncEngine, jetstream_server: EmbeddedServer
+) -> None:
+    name = unique("RELAY")
+    stream = Stream(name, (f"{name}.>",))
+    transport = await JetStreamTransport.connect(ConnectOptions.from_url(jetstream_server.url))
+    await transport.ensure_stream(stream)
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    outbox = Outbox(source="/services/orders")
+    committed: set[str] = set()
+    expected_commits = 20 * 500 * 9 // 10
+    relay_command = [
+        sys.executable,
+        "-m",
+        "eventwire",
+        "relay",
+        "--db",
+        engine.url.render_as_string(hide_password=False),
+        "--url",
+        jetstream_server.url,
+        "--batch-size",
+        "200",
+        "--poll-interval",
+        "0.2",
+        "--log-level",
+        "WARNING",
+    ]
+    relay = spawn(relay_command, dict(os.environ))
+    kills = 0
+    producers = asyncio.gather(
+        *(_produce(sessions, outbox, f"{name}.created", p, count=500, committed=committed) for p in range(20))
+    )
+    try:
+        for fraction in (1 / 3, 1 / 2):
+
+            async def reached(share: float = fraction) -> bool:
+                return (await _sent_rows(engine))[0] >= expected_commits * share
+
+            await eventually(reached, timeout=240, interval=0.05)
+            relay.kill()
+            relay.wait(30)
+            kills += 1
+            relay = spawn(relay_command, dict(os.environ))
+        await producers
+        for _ in range(1200):
+            if (await _sent_rows(engine))[1] == 0:
+                break
+            await asyncio.sleep(0.1)
+        relay.terminate()
+        assert relay.wait(30) == 0
+    finally:
+        relay.kill()
+        producers.cancel()
+    assert kills == 2
+    assert len(committed) == expected_commits
+    assert await _sent_rows(engine) == (expected_commits, 0)
+    js = transport.nc.jetstream()
+    info = await js.stream_info(name)
+    published: list[tuple[str, str]] = []
+    for sequence in range(info.state.first_seq, info.state.last_seq + 1):
+        msg = await js.get_msg(name, sequence)
+        published.append(((msg.headers or {})["Nats-Msg-Id"], OrderCreated.FromString(msg.data or b"").order_id))
+    await transport.close()
+    assert len(published) == expected_commits  # each event id exactly once
+    assert len({msg_id for msg_id, _ in published}) == expected_commits
+    assert {order for _, order in published} == committed  # nothing rolled back, nothing missing
