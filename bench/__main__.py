@@ -21,7 +21,7 @@ from rich.table import Table
 
 from eventwire.server import EmbeddedServer
 
-from . import consume, latency, publish
+from . import consume, latency, outbox, publish
 from ._common import Series, percentile, prefill
 
 RESULTS = Path(__file__).parent / "results"
@@ -37,12 +37,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--latency-rate", type=int, default=1_000, help="events per second")
     parser.add_argument("--latency-seconds", type=float, default=5.0)
     parser.add_argument("--rss-events", type=int, default=1_000_000, help="0 skips the memory run")
+    parser.add_argument("--outbox-events", type=int, default=20_000, help="0 skips the outbox relay run")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, one repetition: a smoke test")
     parser.add_argument("--out", type=Path, default=RESULTS, help="folder for the JSON results")
     args = parser.parse_args()
     if args.quick:
         args.reps, args.consume_events, args.pipelined_events, args.single_events = 1, 2_000, 2_000, 200
-        args.latency_seconds, args.rss_events = 1.0, 3_000
+        args.latency_seconds, args.rss_events, args.outbox_events = 1.0, 3_000, 300
     return args
 
 
@@ -100,6 +101,12 @@ async def run(args: argparse.Namespace, url: str, console: Console) -> dict[str,
         name: {"p50_us": percentile(samples, 0.5) * 1e6, "p99_us": percentile(samples, 0.99) * 1e6}
         for name, samples in (("raw_pull", raw_samples), ("eventwire", eventwire_samples))
     }
+    relay: dict[str, float | None] = {}
+    if args.outbox_events:
+        for kind in ("sqlite", "postgresql"):
+            relay[kind] = await outbox.relay_rate(url, kind, args.outbox_events)
+            shown = "no database" if relay[kind] is None else f"{relay[kind]:,.0f} events/s"
+            console.print(f"  outbox relay on {kind}: {shown}")
     rss = None
     if args.rss_events:
         console.print(f"draining {args.rss_events:,} events for peak RSS")
@@ -113,7 +120,9 @@ async def run(args: argparse.Namespace, url: str, console: Console) -> dict[str,
             cwd=Path(__file__).parent.parent,
         )
         rss = json.loads(measured.stdout.strip().splitlines()[-1])
-    return report(series, latencies, rss, args)
+    result = report(series, latencies, rss, args)
+    result["outbox_relay_events_per_s"] = relay
+    return result
 
 
 def ratio(series: dict[str, Series], mine: str, baseline: str) -> float:
@@ -206,6 +215,8 @@ def print_tables(result: dict[str, Any], console: Console) -> None:
     for name, values in result["latency"].items():
         lat.add_row(name, f"{values['p50_us']:.0f}", f"{values['p99_us']:.0f}")
     console.print(lat)
+    for kind, rate in result.get("outbox_relay_events_per_s", {}).items():
+        console.print(f"outbox → stream on {kind}: " + ("no database" if rate is None else f"{rate:,.0f} events/s"))
     goals = Table(title="targets")
     for column in ("measure", "value", "target", "met"):
         goals.add_column(column)

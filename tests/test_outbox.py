@@ -8,10 +8,11 @@ from collections import defaultdict
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import nats
 import pytest
-from sqlalchemy import Column, Integer, MetaData, String, Table, func, insert, select, update
+from sqlalchemy import Column, Integer, MetaData, String, Table, event, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from eventwire import App, Delivery, Stream
@@ -33,6 +34,15 @@ orders = Table("test_orders", business, Column("id", String(50), primary_key=Tru
 effects = Table("test_effects", business, Column("event_id", String(100)), Column("order_id", String(50)))
 
 
+def _sqlite_for_services(connection: Any, _: Any) -> None:
+    """What a service on SQLite runs with: WAL, so readers do not block the writer, and a patient lock wait."""
+    cursor = connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 async def engine(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[AsyncEngine]:
     created = await _engine(request.param, tmp_path)
@@ -50,6 +60,7 @@ async def pg_engine(tmp_path: Path) -> AsyncIterator[AsyncEngine]:
 async def _engine(kind: str, tmp_path: Path) -> AsyncEngine:
     if kind == "sqlite":
         created = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'service.db'}")
+        event.listen(created.sync_engine, "connect", _sqlite_for_services)
     else:
         created = create_async_engine(POSTGRES, pool_size=20)
         try:

@@ -429,22 +429,14 @@ class JetStreamTransport:
     # -- publishing ----------------------------------------------------------------------------
 
     async def publish(self, subject: str, payload: bytes, headers: dict[str, str], *, timeout: float) -> PublishAck:
+        # The pipelined path with one message: cheaper than nc.request, which starts a task per call.
+        future = await self.publish_async(subject, payload, headers)
         try:
-            msg = await self._nc.request(subject, payload, timeout=timeout, headers=headers)
-        except (nats.errors.TimeoutError, TimeoutError) as exc:
+            async with asyncio.timeout(timeout):
+                return await future
+        except TimeoutError as exc:
+            future.cancel()
             raise TransientPublishFailure("no ack before the attempt timed out") from exc
-        except nats.errors.NoRespondersError as exc:
-            raise TransientPublishFailure("no responders: no stream, or no JetStream leader") from exc
-        except (
-            nats.errors.ConnectionClosedError,
-            nats.errors.ConnectionReconnectingError,
-            nats.errors.OutboundBufferLimitError,
-            nats.errors.StaleConnectionError,
-        ) as exc:
-            raise TransientPublishFailure(f"connection unavailable: {exc!r}") from exc
-        if msg.headers and msg.headers.get("Status") == _RETRYABLE_STATUS:
-            raise TransientPublishFailure("no responders: no stream, or no JetStream leader")
-        return _parse_ack(msg.data)
 
     async def publish_async(self, subject: str, payload: bytes, headers: dict[str, str]) -> asyncio.Future[PublishAck]:
         if not self._ack_prefix:
