@@ -18,6 +18,7 @@ from rich.table import Table
 from .._app import URL_ENV, App
 from .._errors import EventwireError
 from ._dlq import app as dlq_cli
+from ._schema import app as schema_cli
 
 cli = typer.Typer(
     name="eventwire",
@@ -28,6 +29,7 @@ cli = typer.Typer(
 )
 console = Console()
 cli.add_typer(dlq_cli, name="dlq")
+cli.add_typer(schema_cli, name="schema")
 
 UrlOption = Annotated[
     str | None,

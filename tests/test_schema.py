@@ -1,0 +1,120 @@
+"""``eventwire schema build|lint`` on .proto files written by the tests."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from eventwire.contracts._lint import lint
+
+ROOT = Path(__file__).parent.parent
+
+BAD = """syntax = "proto3";
+
+package shop.orders;
+
+import "google/protobuf/timestamp.proto";
+
+message OrderEvent {
+  string orderId = 1;
+}
+
+message CreateOrder {
+  string order_id = 1;
+  google.protobuf.Timestamp created_at = 2;
+}
+
+message Address {
+  string street = 1;
+}
+
+message OrderShipped {
+  string order_id = 1;
+  Address address = 2;
+}
+"""
+
+
+def write(folder: Path, name: str, text: str) -> Path:
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return folder
+
+
+def eventwire(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "eventwire", "schema", *args],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_lint_reports_each_rule_at_its_place(tmp_path: Path) -> None:
+    findings = [str(f) for f in lint(write(tmp_path, "shop/orders/orders.proto", BAD))]
+    assert findings == [
+        "shop/orders/orders.proto:3:1 EW001-package-version error: package 'shop.orders' must end in a version "
+        "component such as 'v1' or 'v2beta1'",
+        "shop/orders/orders.proto:7:1 EW003-event-suffix error: drop the 'Event' suffix; name what happened, "
+        "e.g. OrderCreated",
+        "shop/orders/orders.proto:8:3 EW005-field-snake-case error: OrderEvent.orderId is not lower_snake_case",
+        "shop/orders/orders.proto:11:1 EW004-event-past-tense error: 'CreateOrder' does not end in a past-tense "
+        "verb; events state a fact, e.g. OrderCreated rather than CreateOrder",
+        "shop/orders/orders.proto:13:3 EW006-timestamp-type warning: CreateOrder.created_at: use int64 Unix "
+        "milliseconds (e.g. created_at_ms), which every language decodes without well-known types",
+    ]  # Address is a value type (used by OrderShipped), not an event: no naming rule applies to it
+
+
+def test_lint_cli_exits_non_zero_on_errors_and_zero_on_the_demo_contracts(tmp_path: Path) -> None:
+    bad = eventwire("lint", str(write(tmp_path, "shop/orders/orders.proto", BAD)))
+    assert bad.returncode == 1
+    assert "4 error(s), 1 warning(s)" in bad.stdout
+    good = eventwire("lint", str(ROOT / "eventwire" / "demo" / "proto"))
+    assert (good.returncode, good.stdout) == (0, "")
+
+
+def test_warnings_alone_pass(tmp_path: Path) -> None:
+    source = write(
+        tmp_path,
+        "a/v1/a.proto",
+        'syntax = "proto3";\npackage a.v1;\n'
+        'import "google/protobuf/timestamp.proto";\n'
+        "message ThingHappened { google.protobuf.Timestamp at = 1; }\n",
+    )
+    result = eventwire("lint", str(source))
+    assert result.returncode == 0
+    assert "EW006-timestamp-type warning" in result.stdout
+
+
+def test_build_generates_importable_modules(tmp_path: Path) -> None:
+    result = eventwire("build", str(ROOT / "eventwire" / "demo" / "proto"), "--out", str(tmp_path / "gen"))
+    assert result.returncode == 0, result.stderr
+    assert (tmp_path / "gen" / "shop" / "orders" / "v1" / "orders_pb2.pyi").exists()
+    check = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "from shop.orders.v1 import orders_pb2; print(orders_pb2.OrderCreated.DESCRIPTOR.full_name)",
+        ],
+        cwd=tmp_path / "gen",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert check.stdout.strip() == "shop.orders.v1.OrderCreated", check.stderr
+
+
+@pytest.mark.parametrize("command", ["lint", "build"])
+def test_a_syntax_error_is_reported(tmp_path: Path, command: str) -> None:
+    source = write(tmp_path, "x/v1/x.proto", 'syntax = "proto3";\npackage x.v1;\nmessage Broken {\n')
+    args = [command, str(source)] + (["--out", str(tmp_path / "out")] if command == "build" else [])
+    result = eventwire(*args)
+    assert result.returncode == 1
+    assert "protoc failed" in result.stdout
