@@ -118,3 +118,55 @@ def test_a_syntax_error_is_reported(tmp_path: Path, command: str) -> None:
     result = eventwire(*args)
     assert result.returncode == 1
     assert "protoc failed" in result.stdout
+
+
+BASE = """syntax = "proto3";
+package shop.orders.v1;
+enum Channel { CHANNEL_UNSPECIFIED = 0; CHANNEL_WEB = 1; CHANNEL_STORE = 2; }
+message OrderCreated {
+  string order_id = 1;
+  int64 total_cents = 2;
+  string coupon = 3;
+  Channel channel = 4;
+  oneof payer { string customer_id = 5; string company_id = 6; }
+}
+message OrderShipped { string order_id = 1; }
+"""
+
+
+def changed(old: str, new: str) -> str:
+    return BASE.replace(old, new)
+
+
+@pytest.mark.parametrize(
+    ("new", "level", "rules"),
+    [
+        (BASE, "WIRE_JSON", []),
+        (changed("  string coupon = 3;\n", ""), "WIRE", ["FIELD_NO_DELETE_UNLESS_NUMBER_RESERVED"]),
+        (changed("  string coupon = 3;\n", "  reserved 3;\n"), "WIRE", []),
+        (changed("  string coupon = 3;\n", "  reserved 3;\n"), "WIRE_JSON", ["FIELD_NO_DELETE_UNLESS_NAME_RESERVED"]),
+        (changed("  string coupon = 3;\n", '  reserved 3;\n  reserved "coupon";\n'), "WIRE_JSON", []),
+        (changed("int64 total_cents = 2", "int32 total_cents = 2"), "WIRE", ["FIELD_SAME_TYPE"]),
+        (changed("string coupon = 3", "repeated string coupon = 3"), "WIRE", ["FIELD_SAME_CARDINALITY"]),
+        (changed("string coupon = 3", "string voucher = 3"), "WIRE", []),
+        (changed("string coupon = 3", "string voucher = 3"), "WIRE_JSON", ["FIELD_SAME_JSON_NAME", "FIELD_SAME_NAME"]),
+        (changed("string company_id = 6; }", "}\n  string company_id = 6;"), "WIRE", ["FIELD_SAME_ONEOF"]),
+        (changed("message OrderShipped { string order_id = 1; }\n", ""), "WIRE", ["MESSAGE_NO_DELETE"]),
+        (changed(" CHANNEL_STORE = 2;", ""), "WIRE", ["ENUM_VALUE_NO_DELETE_UNLESS_NUMBER_RESERVED"]),
+        (changed(" CHANNEL_STORE = 2;", " reserved 2;"), "WIRE", []),
+        (
+            changed("package shop.orders.v1;", "package shop.orders.v2;"),
+            "WIRE",
+            ["ENUM_NO_DELETE", "FILE_SAME_PACKAGE", "MESSAGE_NO_DELETE", "MESSAGE_NO_DELETE"],
+        ),
+    ],
+)
+def test_breaking_changes_against_a_lock(tmp_path: Path, new: str, level: str, rules: list[str]) -> None:
+    lock_file = tmp_path / "contracts.lock"
+    old_source = write(tmp_path / "old", "shop/orders/v1/orders.proto", BASE)
+    assert eventwire("lock", str(old_source), "--out", str(lock_file)).returncode == 0
+    new_source = write(tmp_path / "new", "shop/orders/v1/orders.proto", new)
+    result = eventwire("check", str(new_source), "--against", str(lock_file), "--level", level)
+    found = sorted(line.split()[1] for line in result.stdout.splitlines() if line.startswith("shop/"))
+    assert found == rules, result.stdout
+    assert result.returncode == (1 if rules else 0)
