@@ -15,7 +15,7 @@ from typing import Final
 
 from ._envelope import encode_value
 from ._errors import PublishError
-from ._publisher import send_with_retries
+from ._publisher import send_with_retries, wire_size
 from ._streams import Stream
 from .transport import InboundMessage, Transport
 
@@ -111,7 +111,7 @@ class DeadLetterWriter:
             headers[ERROR] = encode_value(detail[:1000])
         subject = dead_letter_subject(self.stream, handler)
         payload = message.data
-        if _size(payload, headers) > self._transport.max_payload:
+        if wire_size(payload, headers) > self._transport.max_payload:
             headers.pop(TRACEBACK, None)
         try:
             await send_with_retries(self._transport, subject, payload, headers, deadline=self._deadline)
@@ -121,7 +121,3 @@ class DeadLetterWriter:
             )
             return False
         return True
-
-
-def _size(payload: bytes, headers: dict[str, str]) -> int:
-    return len(payload) + 12 + sum(len(k) + len(v.encode()) + 4 for k, v in headers.items())

@@ -24,6 +24,17 @@ _HEADER_OVERHEAD = len(b"NATS/1.0\r\n") + 2
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
 
+def wire_size(payload: bytes, headers: dict[str, str]) -> int:
+    """Bytes of payload plus header block, as NATS counts them against ``max_payload``."""
+    return (
+        len(payload)
+        + _HEADER_OVERHEAD
+        + 4 * len(headers)
+        + len("".join(headers).encode())
+        + len("".join(headers.values()).encode())
+    )
+
+
 RETRY_BACKOFF = Backoff(initial=0.05, multiplier=2.0, maximum=2.0, jitter=0.5)
 
 
@@ -196,13 +207,7 @@ class Publisher:
         headers = prepared.headers
         if expected:
             headers.update(expected)
-        size = (
-            len(prepared.payload)
-            + _HEADER_OVERHEAD
-            + 4 * len(headers)
-            + len("".join(headers).encode())
-            + len("".join(headers.values()).encode())
-        )
+        size = wire_size(prepared.payload, headers)
         limit = self._transport.max_payload
         if size > limit:
             raise PayloadTooLarge(size, limit)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -188,14 +189,7 @@ def replay(
     chosen = [parse_id(i) for i in ids or []]
     matching = _filter(service, handler, event_type, since, until)
     if chosen:
-        matching = dlq.DeadLetterFilter(
-            matching.service,
-            matching.handler,
-            matching.event_type,
-            matching.since,
-            matching.until,
-            frozenset(seq for _, seq in chosen),
-        )
+        matching = dataclasses.replace(matching, sequences=frozenset(seq for _, seq in chosen))
 
     async def work(js: JetStreamContext, servers: str) -> int:
         letters = [
