@@ -138,6 +138,9 @@ def changed(old: str, new: str) -> str:
     return BASE.replace(old, new)
 
 
+RESERVED = '  reserved 3;\n  reserved "coupon";\n'
+
+
 @pytest.mark.parametrize(
     ("new", "level", "rules"),
     [
@@ -145,20 +148,21 @@ def changed(old: str, new: str) -> str:
         (changed("  string coupon = 3;\n", ""), "WIRE", ["FIELD_NO_DELETE_UNLESS_NUMBER_RESERVED"]),
         (changed("  string coupon = 3;\n", "  reserved 3;\n"), "WIRE", []),
         (changed("  string coupon = 3;\n", "  reserved 3;\n"), "WIRE_JSON", ["FIELD_NO_DELETE_UNLESS_NAME_RESERVED"]),
-        (changed("  string coupon = 3;\n", '  reserved 3;\n  reserved "coupon";\n'), "WIRE_JSON", []),
-        (changed("int64 total_cents = 2", "int32 total_cents = 2"), "WIRE", ["FIELD_SAME_TYPE"]),
-        (changed("string coupon = 3", "repeated string coupon = 3"), "WIRE", ["FIELD_SAME_CARDINALITY"]),
+        (changed("  string coupon = 3;\n", RESERVED), "WIRE_JSON", []),
+        (changed("  string coupon = 3;\n", RESERVED), "FILE", ["FIELD_NO_DELETE"]),
+        (changed("int64 total_cents = 2", "int32 total_cents = 2"), "WIRE", []),
+        (changed("int64 total_cents = 2", "int32 total_cents = 2"), "WIRE_JSON", ["FIELD_WIRE_JSON_COMPATIBLE_TYPE"]),
+        (changed("int64 total_cents = 2", "string total_cents = 2"), "WIRE", ["FIELD_WIRE_COMPATIBLE_TYPE"]),
+        (changed("string coupon = 3", "repeated string coupon = 3"), "WIRE", ["FIELD_WIRE_COMPATIBLE_CARDINALITY"]),
         (changed("string coupon = 3", "string voucher = 3"), "WIRE", []),
         (changed("string coupon = 3", "string voucher = 3"), "WIRE_JSON", ["FIELD_SAME_JSON_NAME", "FIELD_SAME_NAME"]),
         (changed("string company_id = 6; }", "}\n  string company_id = 6;"), "WIRE", ["FIELD_SAME_ONEOF"]),
-        (changed("message OrderShipped { string order_id = 1; }\n", ""), "WIRE", ["MESSAGE_NO_DELETE"]),
+        (changed("message OrderShipped { string order_id = 1; }\n", ""), "WIRE", []),
+        (changed("message OrderShipped { string order_id = 1; }\n", ""), "FILE", ["MESSAGE_NO_DELETE"]),
+        (changed("message OrderShipped { string order_id = 1; }\n", ""), "PACKAGE", ["PACKAGE_MESSAGE_NO_DELETE"]),
         (changed(" CHANNEL_STORE = 2;", ""), "WIRE", ["ENUM_VALUE_NO_DELETE_UNLESS_NUMBER_RESERVED"]),
         (changed(" CHANNEL_STORE = 2;", " reserved 2;"), "WIRE", []),
-        (
-            changed("package shop.orders.v1;", "package shop.orders.v2;"),
-            "WIRE",
-            ["ENUM_NO_DELETE", "FILE_SAME_PACKAGE", "MESSAGE_NO_DELETE", "MESSAGE_NO_DELETE"],
-        ),
+        (changed("package shop.orders.v1;", "package shop.orders.v2;"), "WIRE", ["FILE_SAME_PACKAGE"]),
     ],
 )
 def test_breaking_changes_against_a_lock(tmp_path: Path, new: str, level: str, rules: list[str]) -> None:
@@ -170,3 +174,39 @@ def test_breaking_changes_against_a_lock(tmp_path: Path, new: str, level: str, r
     found = sorted(line.split()[1] for line in result.stdout.splitlines() if line.startswith("shop/"))
     assert found == rules, result.stdout
     assert result.returncode == (1 if rules else 0)
+
+
+def git(repo: Path, *args: str) -> None:
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@example.com", *args], cwd=repo, check=True, capture_output=True
+    )
+
+
+def test_check_against_a_git_revision(tmp_path: Path) -> None:
+    repo = tmp_path / "repo"
+    source = write(repo / "contracts", "shop/orders/v1/orders.proto", BASE)
+    git(repo, "init", "--quiet")
+    git(repo, "add", ".")
+    git(repo, "commit", "--quiet", "-m", "contracts v1")
+    write(source, "shop/orders/v1/orders.proto", changed("  string coupon = 3;\n", ""))
+
+    result = eventwire("check", str(source), "--against", "HEAD")
+    assert result.returncode == 1
+    assert "shop/orders/v1/orders.proto: FIELD_NO_DELETE_UNLESS_NUMBER_RESERVED" in result.stdout
+    assert "FIELD_NO_DELETE_UNLESS_NAME_RESERVED" in result.stdout  # WIRE_JSON is the default level
+
+    git(repo, "commit", "--quiet", "-am", "coupon removed")
+    assert eventwire("check", str(source), "--against", "HEAD").returncode == 0
+    assert eventwire("check", str(source), "--against", "HEAD~1", "--level", "WIRE").returncode == 1
+
+
+def test_check_reports_a_bad_baseline(tmp_path: Path) -> None:
+    source = write(tmp_path / "new", "shop/orders/v1/orders.proto", BASE)
+    not_a_lock = tmp_path / "not.lock"
+    not_a_lock.write_bytes(b"\xff\xff garbage")
+    assert "is not a lock file" in eventwire("check", str(source), "--against", str(not_a_lock)).stdout
+    unknown = eventwire("check", str(source), "--against", "no-such-revision")
+    assert unknown.returncode == 1
+    assert "error: git" in unknown.stdout
+    bad_level = eventwire("check", str(source), "--against", str(not_a_lock), "--level", "BYTES")
+    assert bad_level.returncode == 2

@@ -10,8 +10,10 @@ from rich.console import Console
 
 from .._errors import ContractError
 
-app = typer.Typer(help="Event contracts: build Python modules, lint the rules.", no_args_is_help=True)
-console = Console(highlight=False)
+app = typer.Typer(
+    help="Event contracts: build Python modules, lint them, check changes for breakage.", no_args_is_help=True
+)
+console = Console(highlight=False, soft_wrap=True)
 
 Source = Annotated[Path, typer.Argument(exists=True, file_okay=False, help="Folder of .proto files (import root).")]
 
@@ -56,11 +58,11 @@ def lock(
     out: Annotated[Path, typer.Option("--out", help="The lock file to write.")] = Path("contracts.lock"),
 ) -> None:
     """Write the contracts as a serialized FileDescriptorSet, the baseline for `schema check`."""
-    from ..contracts._breaking import write_lock
     from ..contracts._lint import descriptor_set
+    from ..contracts._lock import write_lock
 
     try:
-        write_lock(descriptor_set(source), out)
+        write_lock(descriptor_set(source, with_imports=True), out)
     except ContractError as exc:
         console.print(f"error: {exc}")
         raise typer.Exit(1) from exc
@@ -70,18 +72,26 @@ def lock(
 @app.command()
 def check(
     source: Source,
-    against: Annotated[Path, typer.Option("--against", exists=True, dir_okay=False, help="A lock file.")],
-    level: Annotated[str, typer.Option(help="WIRE or WIRE_JSON.")] = "WIRE_JSON",
+    against: Annotated[
+        str,
+        typer.Option(
+            "--against",
+            help="A lock file written by `schema lock`, or a git revision (branch, tag, commit) of SOURCE.",
+        ),
+    ],
+    level: Annotated[str, typer.Option(help="FILE, PACKAGE, WIRE_JSON or WIRE (buf's breaking levels).")] = "WIRE_JSON",
 ) -> None:
-    """Report breaking changes of the contracts against a lock file; exit 1 if there are any."""
-    from ..contracts._breaking import LEVELS, read_lock
+    """Report breaking changes of the contracts against a baseline; exit 1 if there are any."""
+    from ..contracts._breaking import LEVELS
     from ..contracts._breaking import check as find_breaking
     from ..contracts._lint import descriptor_set
+    from ..contracts._lock import at_git_revision, read_lock
 
     if level not in LEVELS:
         raise typer.BadParameter(f"level must be one of {', '.join(LEVELS)}", param_hint="--level")
     try:
-        changes = find_breaking(read_lock(against), descriptor_set(source), level)
+        baseline = read_lock(Path(against)) if Path(against).is_file() else at_git_revision(source, against)
+        changes = find_breaking(baseline, descriptor_set(source, with_imports=True), level)
     except ContractError as exc:
         console.print(f"error: {exc}")
         raise typer.Exit(1) from exc

@@ -1,21 +1,97 @@
-"""``eventwire schema lock`` and ``check``: breaking changes between two versions of the contracts.
+"""``eventwire schema check``: breaking changes between two versions of the contracts.
 
-Levels, strictest last: ``WIRE`` (binary compatibility) and ``WIRE_JSON`` (also the JSON mapping:
-names matter). Rule ids follow buf's breaking-change rules.
+The levels and rule ids are buf's (configuration v2), so a team moving from ``buf breaking``
+keeps its vocabulary, and a differential test holds the verdicts to the buf binary's:
+
+- ``FILE``: generated code stays source-compatible, file by file (the strictest);
+- ``PACKAGE``: the same per package, so a type may move between the files of its package;
+- ``WIRE_JSON``: old and new readers agree on the binary and the JSON encoding;
+- ``WIRE``: they agree on the binary encoding (renames are fine, deletions must reserve).
 """
 
 from __future__ import annotations
 
+import math
+import struct
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from functools import cache
 from pathlib import Path
-from typing import Literal
+from typing import Literal, Protocol
 
-from google.protobuf import descriptor_pb2
+from google.protobuf import descriptor_pb2, descriptor_pool
+from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor, FileDescriptor
 
-Level = Literal["WIRE", "WIRE_JSON"]
-LEVELS: tuple[Level, ...] = ("WIRE", "WIRE_JSON")
+from .._errors import ContractError
 
-_Field = descriptor_pb2.FieldDescriptorProto
+Level = Literal["FILE", "PACKAGE", "WIRE_JSON", "WIRE"]
+LEVELS: tuple[Level, ...] = ("FILE", "PACKAGE", "WIRE_JSON", "WIRE")
+
+_F = FieldDescriptor
+_WIRE_GROUPS = {
+    **dict.fromkeys((_F.TYPE_INT32, _F.TYPE_INT64, _F.TYPE_UINT32, _F.TYPE_UINT64, _F.TYPE_BOOL), 1),
+    **dict.fromkeys((_F.TYPE_SINT32, _F.TYPE_SINT64), 2),
+    _F.TYPE_STRING: 3,
+    _F.TYPE_BYTES: 4,
+    **dict.fromkeys((_F.TYPE_FIXED32, _F.TYPE_SFIXED32), 5),
+    **dict.fromkeys((_F.TYPE_FIXED64, _F.TYPE_SFIXED64), 6),
+    _F.TYPE_DOUBLE: 7,
+    _F.TYPE_FLOAT: 8,
+    _F.TYPE_GROUP: 9,
+    _F.TYPE_MESSAGE: 10,
+    _F.TYPE_ENUM: 11,
+}
+# Wire-compatible and written alike in JSON (64-bit integers are JSON strings, 32-bit ones numbers).
+_WIRE_JSON_GROUPS = {
+    **dict.fromkeys((_F.TYPE_INT32, _F.TYPE_UINT32), 1),
+    **dict.fromkeys((_F.TYPE_INT64, _F.TYPE_UINT64), 2),
+    **dict.fromkeys((_F.TYPE_FIXED32, _F.TYPE_SFIXED32), 3),
+    **dict.fromkeys((_F.TYPE_FIXED64, _F.TYPE_SFIXED64), 4),
+    _F.TYPE_BOOL: 5,
+    _F.TYPE_SINT32: 6,
+    _F.TYPE_SINT64: 7,
+    _F.TYPE_STRING: 8,
+    _F.TYPE_BYTES: 9,
+    _F.TYPE_DOUBLE: 10,
+    _F.TYPE_FLOAT: 11,
+    _F.TYPE_GROUP: 12,
+    _F.TYPE_MESSAGE: 13,
+    _F.TYPE_ENUM: 14,
+}
+_TYPE_NAMES = {value: name.removeprefix("TYPE_").lower() for name, value in vars(_F).items() if name[:5] == "TYPE_"}
+_INT64_TYPES = frozenset((_F.TYPE_INT64, _F.TYPE_SINT64, _F.TYPE_UINT64, _F.TYPE_FIXED64, _F.TYPE_SFIXED64))
+_EXPLICIT, _IMPLICIT = "optional with explicit presence", "optional with implicit presence"
+# cardinality -> (wire group, wire+JSON group): repeated and map share a wire format, not a JSON one
+_CARDINALITY_GROUPS = {_EXPLICIT: (1, 1), _IMPLICIT: (1, 1), "required": (2, 2), "repeated": (3, 3), "map": (3, 4)}
+_FILE_OPTIONS = (
+    "cc_enable_arenas",
+    "cc_generic_services",
+    "csharp_namespace",
+    "go_package",
+    "java_generic_services",
+    "java_multiple_files",
+    "java_outer_classname",
+    "java_package",
+    "objc_class_prefix",
+    "optimize_for",
+    "php_class_prefix",
+    "php_metadata_namespace",
+    "php_namespace",
+    "py_generic_services",
+    "ruby_package",
+    "swift_prefix",
+)
+_STRING_PIECE = descriptor_pb2.FieldOptions.STRING_PIECE
+
+
+class _Range(Protocol):
+    """A reserved or extension range of a message or an enum."""
+
+    @property
+    def start(self) -> int: ...
+
+    @property
+    def end(self) -> int: ...
 
 
 @dataclass(frozen=True, order=True)
@@ -28,124 +104,654 @@ class BreakingChange:
         return f"{self.file}: {self.rule} {self.message}"
 
 
-def write_lock(descriptors: descriptor_pb2.FileDescriptorSet, path: Path) -> None:
-    """Store the contracts as a serialized FileDescriptorSet (source info stripped: only the shape matters)."""
-    lock = descriptor_pb2.FileDescriptorSet()
-    lock.CopyFrom(descriptors)
-    for file in lock.file:
-        file.ClearField("source_code_info")
-    path.write_bytes(lock.SerializeToString(deterministic=True))
+# -- one version of the contracts ------------------------------------------------------------------
 
 
-def read_lock(path: Path) -> descriptor_pb2.FileDescriptorSet:
-    return descriptor_pb2.FileDescriptorSet.FromString(path.read_bytes())
+@cache
+def _bundled_files() -> frozenset[str]:
+    """The well-known types grpcio-tools ships: imports of the contracts, not part of them."""
+    from grpc_tools import protoc
+
+    include = Path(protoc.__file__).parent / "_proto"
+    return frozenset(p.relative_to(include).as_posix() for p in include.rglob("*.proto"))
 
 
-def _messages(files: descriptor_pb2.FileDescriptorSet) -> dict[str, tuple[str, descriptor_pb2.DescriptorProto]]:
-    found: dict[str, tuple[str, descriptor_pb2.DescriptorProto]] = {}
+class _Contracts:
+    """One version, resolved in a private pool (types, presence, features) and indexed by full name."""
 
-    def visit(file: str, prefix: str, message: descriptor_pb2.DescriptorProto) -> None:
-        name = f"{prefix}.{message.name}" if prefix else message.name
-        found[name] = (file, message)
-        for nested in message.nested_type:
-            visit(file, name, nested)
+    def __init__(self, files: descriptor_pb2.FileDescriptorSet) -> None:
+        pool = descriptor_pool.DescriptorPool()
+        try:
+            for declared in files.file:
+                pool.Add(declared)
+            self.files = {f.name: pool.FindFileByName(f.name) for f in files.file if f.name not in _bundled_files()}
+        except Exception as exc:
+            raise ContractError(f"the contracts do not resolve ({exc}); write the lock file again") from exc
+        self.syntax = {f.name: f.syntax or "proto2" for f in files.file}
+        self.messages: dict[str, Descriptor] = {}
+        self.enums: dict[str, EnumDescriptor] = {}
+        self.extensions: dict[tuple[str, int], FieldDescriptor] = {}
+        self.services: dict[str, descriptor_pb2.ServiceDescriptorProto] = {}
+        # kind -> full name -> the file declaring it, for the "no delete" rules
+        self.declared: dict[str, dict[str, FileDescriptor]] = {
+            k: {} for k in ("message", "enum", "service", "extension")
+        }
+        self._protos: dict[str, descriptor_pb2.DescriptorProto] = {}
+        for file in self.files.values():
+            for service in file.services_by_name.values():
+                self.services[service.full_name] = descriptor_pb2.ServiceDescriptorProto()
+                service.CopyToProto(self.services[service.full_name])
+                self.declared["service"][service.full_name] = file
+            self._add_enums(file, file.enum_types_by_name.values())
+            self._add_extensions(file, file.extensions_by_name.values())
+            for message in file.message_types_by_name.values():
+                self._add_message(file, message)
 
-    for file in files.file:
-        for message in file.message_type:
-            visit(file.name, file.package, message)
-    return found
+    def _add_message(self, file: FileDescriptor, message: Descriptor) -> None:
+        self.messages[message.full_name] = message
+        self.declared["message"][message.full_name] = file
+        self._add_enums(file, message.enum_types)
+        self._add_extensions(file, message.extensions)
+        for nested in message.nested_types:
+            self._add_message(file, nested)
+
+    def _add_enums(self, file: FileDescriptor, enums: Iterable[EnumDescriptor]) -> None:
+        for enum in enums:
+            self.enums[enum.full_name] = enum
+            self.declared["enum"][enum.full_name] = file
+
+    def _add_extensions(self, file: FileDescriptor, extensions: Iterable[FieldDescriptor]) -> None:
+        for extension in extensions:
+            self.extensions[(_owner(extension).full_name, extension.number)] = extension
+            self.declared["extension"][extension.full_name] = file
+
+    def proto(self, message: Descriptor) -> descriptor_pb2.DescriptorProto:
+        """The message as declared: reserved ranges and names, extension ranges, proto3 ``optional``."""
+        found = self._protos.get(message.full_name)
+        if found is None:
+            found = self._protos[message.full_name] = descriptor_pb2.DescriptorProto()
+            message.CopyToProto(found)
+        return found
+
+    def oneof(self, field: FieldDescriptor) -> str | None:
+        """The field's oneof, unless it is the synthetic one of a proto3 ``optional`` field."""
+        oneof = field.containing_oneof
+        if oneof is None or field.is_extension:
+            return None
+        declared = next(f for f in self.proto(_owner(field)).field if f.number == field.number)
+        return None if declared.proto3_optional else oneof.name
 
 
-def _enums(files: descriptor_pb2.FileDescriptorSet) -> dict[str, tuple[str, descriptor_pb2.EnumDescriptorProto]]:
-    found: dict[str, tuple[str, descriptor_pb2.EnumDescriptorProto]] = {}
-    for file in files.file:
-        for enum in file.enum_type:
-            found[f"{file.package}.{enum.name}" if file.package else enum.name] = (file.name, enum)
-    for name, (file_name, message) in _messages(files).items():
-        for enum in message.enum_type:
-            found[f"{name}.{enum.name}"] = (file_name, enum)
-    return found
+@dataclass(frozen=True)
+class _Pair:
+    """Both versions, and the elements present in both, matched as buf matches them."""
+
+    old: _Contracts
+    new: _Contracts
+
+    def files(self) -> Iterator[tuple[FileDescriptor, FileDescriptor]]:
+        yield from ((f, self.new.files[n]) for n, f in self.old.files.items() if n in self.new.files)
+
+    def messages(self) -> Iterator[tuple[Descriptor, Descriptor]]:
+        yield from ((m, self.new.messages[n]) for n, m in self.old.messages.items() if n in self.new.messages)
+
+    def enums(self) -> Iterator[tuple[EnumDescriptor, EnumDescriptor]]:
+        yield from ((e, self.new.enums[n]) for n, e in self.old.enums.items() if n in self.new.enums)
+
+    def fields(self) -> Iterator[tuple[FieldDescriptor, FieldDescriptor]]:
+        """Fields by number within messages matched by full name, and extensions by extendee and number."""
+        for before, after in self.messages():
+            for field in before.fields:
+                if field.number in after.fields_by_number:
+                    yield field, after.fields_by_number[field.number]
+        yield from ((x, self.new.extensions[k]) for k, x in self.old.extensions.items() if k in self.new.extensions)
+
+    def methods(
+        self,
+    ) -> Iterator[tuple[str, descriptor_pb2.MethodDescriptorProto, descriptor_pb2.MethodDescriptorProto]]:
+        for name, before in self.old.services.items():
+            if name in self.new.services:
+                now = {m.name: m for m in self.new.services[name].method}
+                yield from ((f"{name}.{m.name}", m, now[m.name]) for m in before.method if m.name in now)
 
 
-def _reserved_number(message: descriptor_pb2.DescriptorProto, number: int) -> bool:
-    return any(r.start <= number < r.end for r in message.reserved_range)
+# -- helpers ---------------------------------------------------------------------------------------
 
 
-def _oneof(message: descriptor_pb2.DescriptorProto, field: _Field) -> str | None:
-    if not field.HasField("oneof_index") or field.proto3_optional:
+def _owner(field: FieldDescriptor) -> Descriptor:
+    assert field.containing_type is not None  # every field and extension has one
+    return field.containing_type
+
+
+def _message_type(field: FieldDescriptor) -> Descriptor:
+    assert field.message_type is not None
+    return field.message_type
+
+
+def _enum_type(field: FieldDescriptor) -> EnumDescriptor:
+    assert field.enum_type is not None
+    return field.enum_type
+
+
+def _file_name(field: FieldDescriptor) -> str:
+    name: str = field.file.name  # type: ignore[attr-defined]  # the stubs lack FieldDescriptor.file
+    return name
+
+
+def _features(element: Descriptor | EnumDescriptor | FieldDescriptor) -> descriptor_pb2.FeatureSet:
+    """The resolved editions features; protobuf exposes them only privately (pinned below 8)."""
+    features: descriptor_pb2.FeatureSet = element._GetFeatures()  # type: ignore[union-attr]
+    return features
+
+
+def _nested_name(full_name: str, file: FileDescriptor) -> str:
+    return full_name.removeprefix(file.package + ".") if file.package else full_name
+
+
+def _is_map(field: FieldDescriptor) -> bool:
+    return field.type == _F.TYPE_MESSAGE and _message_type(field).GetOptions().map_entry
+
+
+def _cardinality(field: FieldDescriptor) -> str:
+    if field.is_repeated:
+        return "map" if _is_map(field) else "repeated"
+    if field.is_required:
+        return "required"
+    return _EXPLICIT if field.has_presence else _IMPLICIT
+
+
+def _in_map_entries(before: FieldDescriptor, after: FieldDescriptor) -> bool:
+    """Map entry messages are generated; their fields' presence is an artefact of the syntax."""
+    return all(not f.is_extension and _owner(f).GetOptions().map_entry for f in (before, after))
+
+
+def _uncovered(ranges: Iterable[tuple[int, int]], by: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
+    """The inclusive ``ranges`` with a number outside every inclusive range of ``by``."""
+    spans = sorted(by)
+    missing = []
+    for start, end in ranges:
+        position = start
+        for low, high in spans:
+            if low <= position <= high:
+                position = high + 1
+        if position <= end:
+            missing.append((start, end))
+    return missing
+
+
+def _message_ranges(ranges: Iterable[_Range]) -> list[tuple[int, int]]:
+    return [(r.start, r.end - 1) for r in ranges]  # exclusive end in messages, inclusive in enums
+
+
+def _where(field: FieldDescriptor) -> str:
+    if field.is_extension:
+        return f"extension {field.full_name} ({field.number})"
+    return f"field {_owner(field).full_name}.{field.name} ({field.number})"
+
+
+def _type_label(field: FieldDescriptor) -> str:
+    if field.type in (_F.TYPE_MESSAGE, _F.TYPE_GROUP):
+        return _message_type(field).full_name
+    if field.type == _F.TYPE_ENUM:
+        return _enum_type(field).full_name
+    return _TYPE_NAMES[field.type]
+
+
+def _default(field: FieldDescriptor) -> object:
+    value = field.default_value
+    return value.encode() if isinstance(value, str) else value
+
+
+def _defaults_equal(before: FieldDescriptor, after: FieldDescriptor) -> bool:
+    old, new = _default(before), _default(after)
+    if isinstance(old, bytes) or isinstance(new, bytes):
+        return old == new
+    assert isinstance(old, int | float) and isinstance(new, int | float)
+    if math.isnan(old) or math.isnan(new):
+        return math.isnan(old) and math.isnan(new)
+    if _F.TYPE_FLOAT in (before.type, after.type) and before.type != after.type:
+
+        def single(value: float) -> float:
+            return float(struct.unpack("<f", struct.pack("<f", value))[0])
+
+        return single(old) == single(new)
+    return old == new  # Python compares int and float exactly
+
+
+# -- the rules: each yields the changes it finds ---------------------------------------------------
+
+_Changes = Iterator[tuple[str, str]]  # (file, what changed)
+
+
+def _no_delete_in_file(kind: str) -> Callable[[_Pair], _Changes]:
+    def rule(pair: _Pair) -> _Changes:
+        for before, after in pair.files():
+            old = {_nested_name(n, before) for n, f in pair.old.declared[kind].items() if f.name == before.name}
+            new = {_nested_name(n, after) for n, f in pair.new.declared[kind].items() if f.name == after.name}
+            for gone in sorted(old - new):
+                yield (after.name, f"{kind} {gone} was deleted from the file")
+
+    return rule
+
+
+def _no_delete_in_package(kind: str) -> Callable[[_Pair], _Changes]:
+    def rule(pair: _Pair) -> _Changes:
+        # As buf does: services are compared in every package still present, messages, enums and
+        # extensions only in packages still declaring one (deleting the last extension of a package
+        # is left to FILE's EXTENSION_NO_DELETE).
+        declaring = pair.new.files.values() if kind == "service" else pair.new.declared[kind].values()
+        packages = {f.package for f in declaring}
+        for name, file in pair.old.declared[kind].items():
+            if file.package in packages and name not in pair.new.declared[kind]:
+                yield (file.name, f"{kind} {name} was deleted from package {file.package}")
+
+    return rule
+
+
+def _file_no_delete(pair: _Pair) -> _Changes:
+    yield from ((n, "the file was deleted") for n in pair.old.files if n not in pair.new.files)
+
+
+def _package_no_delete(pair: _Pair) -> _Changes:
+    packages = {f.package for f in pair.new.files.values()}
+    for name, file in pair.old.files.items():
+        if file.package not in packages:
+            yield (name, f"package {file.package or '(none)'} was deleted")
+
+
+def _file_same(attribute: str) -> Callable[[_Pair], _Changes]:
+    def rule(pair: _Pair) -> _Changes:
+        for before, after in pair.files():
+            old, new = _file_value(pair.old, before, attribute), _file_value(pair.new, after, attribute)
+            if old != new:
+                yield (after.name, f"{attribute} changed from {old!r} to {new!r}")
+
+    return rule
+
+
+def _file_value(contracts: _Contracts, file: FileDescriptor, attribute: str) -> object:
+    if attribute == "package":
+        return file.package
+    if attribute == "syntax":
+        return contracts.syntax[file.name]
+    return getattr(file.GetOptions(), attribute)
+
+
+def _field_no_delete(number_reserved: bool, name_reserved: bool) -> Callable[[_Pair], _Changes]:
+    def rule(pair: _Pair) -> _Changes:
+        for before, after in pair.messages():
+            declared = pair.new.proto(after)
+            reserved = _message_ranges(declared.reserved_range)
+            for field in before.fields:
+                if field.number in after.fields_by_number:
+                    continue
+                if number_reserved and not _uncovered([(field.number, field.number)], reserved):
+                    continue
+                if name_reserved and field.name in declared.reserved_name:
+                    continue
+                needed = " without reserving its number" if number_reserved else ""
+                needed = " without reserving its name" if name_reserved else needed
+                yield (after.file.name, f"{_where(field)} was deleted{needed}")
+
+    return rule
+
+
+def _enum_value_no_delete(number_reserved: bool, name_reserved: bool) -> Callable[[_Pair], _Changes]:
+    def rule(pair: _Pair) -> _Changes:
+        for before, after in pair.enums():
+            now = {v.number for v in after.values}
+            declared = descriptor_pb2.EnumDescriptorProto()
+            after.CopyToProto(declared)
+            reserved = [(r.start, r.end) for r in declared.reserved_range]
+            for number in sorted({v.number for v in before.values} - now):
+                names = [v.name for v in before.values if v.number == number]
+                if number_reserved and not _uncovered([(number, number)], reserved):
+                    continue
+                if name_reserved and all(n in declared.reserved_name for n in names):
+                    continue
+                needed = " without reserving its number" if number_reserved else ""
+                needed = " without reserving its name" if name_reserved else needed
+                what = f"value {'/'.join(names)} ({number}) of enum {after.full_name} was deleted{needed}"
+                yield (after.file.name, what)
+
+    return rule
+
+
+def _enum_value_same_name(pair: _Pair) -> _Changes:
+    for before, after in pair.enums():
+        for number in sorted({v.number for v in before.values} & {v.number for v in after.values}):
+            old = sorted(v.name for v in before.values if v.number == number)
+            new = sorted(v.name for v in after.values if v.number == number)
+            if not set(old) <= set(new):
+                what = f"value {number} of enum {after.full_name} was renamed from {'/'.join(old)} to {'/'.join(new)}"
+                yield (after.file.name, what)
+
+
+def _enum_same_type(pair: _Pair) -> _Changes:
+    for before, after in pair.enums():
+        if before.is_closed != after.is_closed:
+            state = "closed" if after.is_closed else "open"
+            yield (after.file.name, f"enum {after.full_name} became {state}")
+
+
+def _same_json_format(kind: str) -> Callable[[_Pair], _Changes]:
+    def rule(pair: _Pair) -> _Changes:
+        allow = descriptor_pb2.FeatureSet.ALLOW
+        elements = pair.messages() if kind == "message" else pair.enums()
+        for before, after in elements:
+            if _features(before).json_format == allow and _features(after).json_format != allow:
+                yield after.file.name, f"{kind} {after.full_name} no longer supports JSON"
+
+    return rule
+
+
+def _field_rule(check: Callable[[_Pair, FieldDescriptor, FieldDescriptor], str | None]) -> Callable[[_Pair], _Changes]:
+    def rule(pair: _Pair) -> _Changes:
+        for before, after in pair.fields():
+            what = check(pair, before, after)
+            if what is not None:
+                yield _file_name(after), f"{_where(after)} {what}"
+
+    return rule
+
+
+def _same_type(pair: _Pair, before: FieldDescriptor, after: FieldDescriptor) -> str | None:
+    if before.type != after.type or (
+        before.type in (_F.TYPE_MESSAGE, _F.TYPE_GROUP, _F.TYPE_ENUM) and _type_label(before) != _type_label(after)
+    ):
+        return f"changed type from {_type_label(before)} to {_type_label(after)}"
+    return None
+
+
+def _compatible_type(
+    groups: dict[int, int], string_to_bytes: bool
+) -> Callable[[_Pair, FieldDescriptor, FieldDescriptor], str | None]:
+    def check(pair: _Pair, before: FieldDescriptor, after: FieldDescriptor) -> str | None:
+        changed = f"changed type from {_type_label(before)} to {_type_label(after)}"
+        if groups[before.type] != groups[after.type]:
+            allowed = string_to_bytes and (before.type, after.type) == (_F.TYPE_STRING, _F.TYPE_BYTES)
+            return None if allowed else changed
+        if after.type == _F.TYPE_ENUM and _type_label(before) != _type_label(after):
+            # Another enum is compatible when it has the same short name and keeps every old value.
+            old_values = {(v.name, v.number) for v in _enum_type(before).values}
+            new_values = {(v.name, v.number) for v in _enum_type(after).values}
+            same = _enum_type(before).name == _enum_type(after).name and old_values <= new_values
+            return None if same else changed
+        if after.type in (_F.TYPE_MESSAGE, _F.TYPE_GROUP) and _type_label(before) != _type_label(after):
+            return changed
         return None
-    return message.oneof_decl[field.oneof_index].name
+
+    return check
+
+
+def _cardinality_check(group: int | None) -> Callable[[_Pair, FieldDescriptor, FieldDescriptor], str | None]:
+    def check(pair: _Pair, before: FieldDescriptor, after: FieldDescriptor) -> str | None:
+        if _in_map_entries(before, after):
+            return None
+        old, new = _cardinality(before), _cardinality(after)
+        differs = old != new if group is None else _CARDINALITY_GROUPS[old][group] != _CARDINALITY_GROUPS[new][group]
+        return f"changed cardinality from {old} to {new}" if differs else None
+
+    return check
+
+
+def _same_name(pair: _Pair, before: FieldDescriptor, after: FieldDescriptor) -> str | None:
+    old, new = (before.full_name, after.full_name) if before.is_extension else (before.name, after.name)
+    return f"was renamed from {old} to {new}" if old != new else None
+
+
+def _same_json_name(pair: _Pair, before: FieldDescriptor, after: FieldDescriptor) -> str | None:
+    if before.is_extension or before.json_name == after.json_name:
+        return None
+    return f"changed its JSON name from {before.json_name} to {after.json_name}"
+
+
+def _same_oneof(pair: _Pair, before: FieldDescriptor, after: FieldDescriptor) -> str | None:
+    old, new = pair.old.oneof(before), pair.new.oneof(after)
+    if old == new:
+        return None
+    if old is not None and new is not None:
+        return f"moved from oneof {old} to oneof {new}"
+    return "moved into a oneof" if new is not None else "moved out of a oneof"
+
+
+def _same_default(pair: _Pair, before: FieldDescriptor, after: FieldDescriptor) -> str | None:
+    if before.is_repeated or after.is_repeated or before.message_type is not None or after.message_type is not None:
+        return None
+    old, new = _default(before), _default(after)
+    if not old and not new:
+        return None
+    return None if _defaults_equal(before, after) else f"changed its default from {old!r} to {new!r}"
+
+
+def _same_jstype(pair: _Pair, before: FieldDescriptor, after: FieldDescriptor) -> str | None:
+    if before.type not in _INT64_TYPES or after.type not in _INT64_TYPES:
+        return None
+    old, new = before.GetOptions().jstype, after.GetOptions().jstype
+    return f"changed option jstype from {old} to {new}" if old != new else None
+
+
+def _cpp_string_type(field: FieldDescriptor) -> tuple[int, bool]:
+    options = field.GetOptions()
+    if options.HasField("ctype") and options.ctype == _STRING_PIECE:
+        return descriptor_pb2.FieldOptions.STRING, True
+    return (options.ctype if options.HasField("ctype") else descriptor_pb2.FieldOptions.STRING), False
+
+
+def _same_cpp_string_type(pair: _Pair, before: FieldDescriptor, after: FieldDescriptor) -> str | None:
+    strings = (_F.TYPE_STRING, _F.TYPE_BYTES)
+    if _in_map_entries(before, after) or before.type not in strings or after.type not in strings:
+        return None
+    old, new = _cpp_string_type(before), _cpp_string_type(after)
+    if old == new or (old[1] and new == (descriptor_pb2.FieldOptions.STRING, False)):
+        return None
+    return "changed its C++ string type (ctype)"
+
+
+def _utf8_validation(contracts: _Contracts, field: FieldDescriptor, java: bool) -> int:
+    resolved: int = _features(field).utf8_validation
+    if (
+        java
+        and contracts.syntax[_file_name(field)] != "editions"
+        and contracts.files[_file_name(field)].GetOptions().java_string_check_utf8
+    ):
+        return descriptor_pb2.FeatureSet.VERIFY
+    return resolved
+
+
+def _same_utf8(java: bool) -> Callable[[_Pair, FieldDescriptor, FieldDescriptor], str | None]:
+    def check(pair: _Pair, before: FieldDescriptor, after: FieldDescriptor) -> str | None:
+        if before.type != _F.TYPE_STRING or after.type != _F.TYPE_STRING:
+            return None
+        old, new = _utf8_validation(pair.old, before, java), _utf8_validation(pair.new, after, java)
+        return f"changed {'Java ' if java else ''}UTF-8 validation" if old != new else None
+
+    return check
+
+
+def _required_fields(pair: _Pair) -> _Changes:
+    for before, after in pair.messages():
+        old = {f.number for f in before.fields if f.is_required}
+        new = {f.number for f in after.fields if f.is_required}
+        for number in sorted(old - new):
+            yield (after.file.name, f"message {after.full_name} lost required field {number}")
+        for number in sorted(new - old):
+            yield (after.file.name, f"message {after.full_name} gained required field {number}")
+
+
+def _message_reserved_kept(pair: _Pair) -> _Changes:
+    for before, after in pair.messages():
+        old, new = pair.old.proto(before), pair.new.proto(after)
+        yield from _ranges_kept(after, "reserved", _message_ranges(old.reserved_range), new.reserved_range)
+        yield from _names_kept(after, old.reserved_name, new.reserved_name)
+
+
+def _enum_reserved_kept(pair: _Pair) -> _Changes:
+    for before_enum, after_enum in pair.enums():
+        old_enum, new_enum = descriptor_pb2.EnumDescriptorProto(), descriptor_pb2.EnumDescriptorProto()
+        before_enum.CopyToProto(old_enum)
+        after_enum.CopyToProto(new_enum)
+        old_ranges = [(r.start, r.end) for r in old_enum.reserved_range]
+        yield from _ranges_kept(after_enum, "reserved", old_ranges, new_enum.reserved_range, exclusive=False)
+        yield from _names_kept(after_enum, old_enum.reserved_name, new_enum.reserved_name)
+
+
+def _ranges_kept(
+    element: Descriptor | EnumDescriptor,
+    kind: str,
+    old: list[tuple[int, int]],
+    new: Iterable[_Range],
+    exclusive: bool = True,
+) -> _Changes:
+    now = [(r.start, r.end - 1 if exclusive else r.end) for r in new]
+    for start, end in _uncovered(old, now):
+        yield (element.file.name, f"{kind} range {start}-{end} of {element.full_name} shrank")
+
+
+def _names_kept(element: Descriptor | EnumDescriptor, old: Iterable[str], new: Iterable[str]) -> _Changes:
+    for name in sorted(set(old) - set(new)):
+        yield (element.file.name, f"reserved name {name} of {element.full_name} was removed")
+
+
+def _extension_ranges_kept(pair: _Pair) -> _Changes:
+    for before, after in pair.messages():
+        old, new = pair.old.proto(before), pair.new.proto(after)
+        yield from _ranges_kept(after, "extension", _message_ranges(old.extension_range), new.extension_range)
+
+
+def _oneof_no_delete(pair: _Pair) -> _Changes:
+    for before, after in pair.messages():
+        synthetic = {f.containing_oneof.name for f in before.fields if f.containing_oneof and not pair.old.oneof(f)}
+        for oneof in sorted(set(before.oneofs_by_name) - set(after.oneofs_by_name) - synthetic):
+            yield (after.file.name, f"oneof {oneof} of {after.full_name} was deleted")
+
+
+def _standard_descriptor_accessor(pair: _Pair) -> _Changes:
+    for before, after in pair.messages():
+        if (
+            not before.GetOptions().no_standard_descriptor_accessor
+            and after.GetOptions().no_standard_descriptor_accessor
+        ):
+            yield (after.file.name, f"message {after.full_name} set no_standard_descriptor_accessor")
+
+
+def _rpc_no_delete(pair: _Pair) -> _Changes:
+    for name, before in pair.old.services.items():
+        if name in pair.new.services:
+            now = {m.name for m in pair.new.services[name].method}
+            for method in before.method:
+                if method.name not in now:
+                    file = pair.new.declared["service"][name].name
+                    yield (file, f"rpc {name}.{method.name} was deleted")
+
+
+def _rpc_same(attribute: str) -> Callable[[_Pair], _Changes]:
+    def rule(pair: _Pair) -> _Changes:
+        for name, before, after in pair.methods():
+            old, new = _method_value(before, attribute), _method_value(after, attribute)
+            if old != new:
+                file = pair.new.declared["service"][name.rsplit(".", 1)[0]].name
+                yield (file, f"rpc {name} changed {attribute} from {old} to {new}")
+
+    return rule
+
+
+def _method_value(method: descriptor_pb2.MethodDescriptorProto, attribute: str) -> object:
+    if attribute == "idempotency_level":
+        return method.options.idempotency_level
+    return getattr(method, attribute)
+
+
+# rule id -> (levels, rule); the categories are buf's v2 breaking categories
+_ALL: frozenset[Level] = frozenset(LEVELS)
+_SOURCE: frozenset[Level] = frozenset(("FILE", "PACKAGE"))
+_JSON_AND_SOURCE: frozenset[Level] = frozenset(("FILE", "PACKAGE", "WIRE_JSON"))
+_RULES: dict[str, tuple[frozenset[Level], Callable[[_Pair], _Changes]]] = {
+    "FILE_NO_DELETE": (frozenset(("FILE",)), _file_no_delete),
+    "MESSAGE_NO_DELETE": (frozenset(("FILE",)), _no_delete_in_file("message")),
+    "ENUM_NO_DELETE": (frozenset(("FILE",)), _no_delete_in_file("enum")),
+    "SERVICE_NO_DELETE": (frozenset(("FILE",)), _no_delete_in_file("service")),
+    "EXTENSION_NO_DELETE": (frozenset(("FILE",)), _no_delete_in_file("extension")),
+    "PACKAGE_NO_DELETE": (frozenset(("PACKAGE",)), _package_no_delete),
+    "PACKAGE_MESSAGE_NO_DELETE": (frozenset(("PACKAGE",)), _no_delete_in_package("message")),
+    "PACKAGE_ENUM_NO_DELETE": (frozenset(("PACKAGE",)), _no_delete_in_package("enum")),
+    "PACKAGE_SERVICE_NO_DELETE": (frozenset(("PACKAGE",)), _no_delete_in_package("service")),
+    "PACKAGE_EXTENSION_NO_DELETE": (frozenset(("PACKAGE",)), _no_delete_in_package("extension")),
+    "FILE_SAME_SYNTAX": (_SOURCE, _file_same("syntax")),
+    **{f"FILE_SAME_{option.upper()}": (_SOURCE, _file_same(option)) for option in _FILE_OPTIONS},
+    "ENUM_SAME_TYPE": (_SOURCE, _enum_same_type),
+    "ENUM_VALUE_NO_DELETE": (_SOURCE, _enum_value_no_delete(number_reserved=False, name_reserved=False)),
+    "EXTENSION_MESSAGE_NO_DELETE": (_SOURCE, _extension_ranges_kept),
+    "FIELD_NO_DELETE": (_SOURCE, _field_no_delete(number_reserved=False, name_reserved=False)),
+    "FIELD_SAME_TYPE": (_SOURCE, _field_rule(_same_type)),
+    "FIELD_SAME_CARDINALITY": (_SOURCE, _field_rule(_cardinality_check(None))),
+    "FIELD_SAME_CPP_STRING_TYPE": (_SOURCE, _field_rule(_same_cpp_string_type)),
+    "FIELD_SAME_JAVA_UTF8_VALIDATION": (_SOURCE, _field_rule(_same_utf8(java=True))),
+    "FIELD_SAME_UTF8_VALIDATION": (_SOURCE, _field_rule(_same_utf8(java=False))),
+    "FIELD_SAME_JSTYPE": (_SOURCE, _field_rule(_same_jstype)),
+    "MESSAGE_NO_REMOVE_STANDARD_DESCRIPTOR_ACCESSOR": (_SOURCE, _standard_descriptor_accessor),
+    "ONEOF_NO_DELETE": (_SOURCE, _oneof_no_delete),
+    "RPC_NO_DELETE": (_SOURCE, _rpc_no_delete),
+    "ENUM_SAME_JSON_FORMAT": (_JSON_AND_SOURCE, _same_json_format("enum")),
+    "MESSAGE_SAME_JSON_FORMAT": (_JSON_AND_SOURCE, _same_json_format("message")),
+    "ENUM_VALUE_SAME_NAME": (_JSON_AND_SOURCE, _enum_value_same_name),
+    "FIELD_SAME_NAME": (_JSON_AND_SOURCE, _field_rule(_same_name)),
+    "FIELD_SAME_JSON_NAME": (_JSON_AND_SOURCE, _field_rule(_same_json_name)),
+    "FIELD_SAME_DEFAULT": (_ALL, _field_rule(_same_default)),
+    "FIELD_SAME_ONEOF": (_ALL, _field_rule(_same_oneof)),
+    "FILE_SAME_PACKAGE": (_ALL, _file_same("package")),
+    "MESSAGE_SAME_REQUIRED_FIELDS": (_ALL, _required_fields),
+    "RESERVED_MESSAGE_NO_DELETE": (_ALL, _message_reserved_kept),
+    "RESERVED_ENUM_NO_DELETE": (_ALL, _enum_reserved_kept),
+    **{
+        f"RPC_SAME_{rule}": (_ALL, _rpc_same(attribute))
+        for rule, attribute in (
+            ("CLIENT_STREAMING", "client_streaming"),
+            ("SERVER_STREAMING", "server_streaming"),
+            ("REQUEST_TYPE", "input_type"),
+            ("RESPONSE_TYPE", "output_type"),
+            ("IDEMPOTENCY_LEVEL", "idempotency_level"),
+        )
+    },
+    "ENUM_VALUE_NO_DELETE_UNLESS_NAME_RESERVED": (
+        frozenset(("WIRE_JSON",)),
+        _enum_value_no_delete(number_reserved=False, name_reserved=True),
+    ),
+    "FIELD_NO_DELETE_UNLESS_NAME_RESERVED": (
+        frozenset(("WIRE_JSON",)),
+        _field_no_delete(number_reserved=False, name_reserved=True),
+    ),
+    "FIELD_WIRE_JSON_COMPATIBLE_CARDINALITY": (frozenset(("WIRE_JSON",)), _field_rule(_cardinality_check(1))),
+    "FIELD_WIRE_JSON_COMPATIBLE_TYPE": (
+        frozenset(("WIRE_JSON",)),
+        _field_rule(_compatible_type(_WIRE_JSON_GROUPS, string_to_bytes=False)),
+    ),
+    "ENUM_VALUE_NO_DELETE_UNLESS_NUMBER_RESERVED": (
+        frozenset(("WIRE_JSON", "WIRE")),
+        _enum_value_no_delete(number_reserved=True, name_reserved=False),
+    ),
+    "FIELD_NO_DELETE_UNLESS_NUMBER_RESERVED": (
+        frozenset(("WIRE_JSON", "WIRE")),
+        _field_no_delete(number_reserved=True, name_reserved=False),
+    ),
+    "FIELD_WIRE_COMPATIBLE_CARDINALITY": (frozenset(("WIRE",)), _field_rule(_cardinality_check(0))),
+    "FIELD_WIRE_COMPATIBLE_TYPE": (
+        frozenset(("WIRE",)),
+        _field_rule(_compatible_type(_WIRE_GROUPS, string_to_bytes=True)),
+    ),
+}
 
 
 def check(
     old: descriptor_pb2.FileDescriptorSet, new: descriptor_pb2.FileDescriptorSet, level: Level = "WIRE_JSON"
 ) -> list[BreakingChange]:
-    """The breaking changes from ``old`` to ``new`` at ``level``, sorted."""
-    json = level == "WIRE_JSON"
-    changes: list[BreakingChange] = []
-    old_messages, new_messages = _messages(old), _messages(new)
-    for name, (file, before) in old_messages.items():
-        if name not in new_messages:
-            changes.append(BreakingChange(file, "MESSAGE_NO_DELETE", f"message {name} was deleted"))
-            continue
-        _, after = new_messages[name]
-        now = {f.number: f for f in after.field}
-        for field in before.field:
-            current = now.get(field.number)
-            where = f"{name}.{field.name} (field {field.number})"
-            if current is None:
-                if not _reserved_number(after, field.number):
-                    changes.append(
-                        BreakingChange(
-                            file,
-                            "FIELD_NO_DELETE_UNLESS_NUMBER_RESERVED",
-                            f"{where} was deleted without reserving its number",
-                        )
-                    )
-                if json and field.name not in after.reserved_name:
-                    changes.append(
-                        BreakingChange(
-                            file,
-                            "FIELD_NO_DELETE_UNLESS_NAME_RESERVED",
-                            f"{where} was deleted without reserving its name",
-                        )
-                    )
-                continue
-            if (current.type, current.type_name) != (field.type, field.type_name):
-                changes.append(BreakingChange(file, "FIELD_SAME_TYPE", f"{where} changed type"))
-            if current.label != field.label:
-                changes.append(BreakingChange(file, "FIELD_SAME_CARDINALITY", f"{where} changed cardinality"))
-            if _oneof(after, current) != _oneof(before, field):
-                changes.append(BreakingChange(file, "FIELD_SAME_ONEOF", f"{where} moved into or out of a oneof"))
-            if json and current.name != field.name:
-                changes.append(BreakingChange(file, "FIELD_SAME_NAME", f"{where} was renamed to {current.name}"))
-            if json and current.json_name != field.json_name:
-                changes.append(BreakingChange(file, "FIELD_SAME_JSON_NAME", f"{where} changed its JSON name"))
-    old_enums, new_enums = _enums(old), _enums(new)
-    for name, (file, before_enum) in old_enums.items():
-        if name not in new_enums:
-            changes.append(BreakingChange(file, "ENUM_NO_DELETE", f"enum {name} was deleted"))
-            continue
-        _, after_enum = new_enums[name]
-        numbers = {v.number for v in after_enum.value}
-        reserved = {n for r in after_enum.reserved_range for n in range(r.start, r.end + 1)}
-        changes.extend(
-            BreakingChange(
-                file,
-                "ENUM_VALUE_NO_DELETE_UNLESS_NUMBER_RESERVED",
-                f"{name}.{value.name} ({value.number}) was deleted without reserving it",
-            )
-            for value in before_enum.value
-            if value.number not in numbers and value.number not in reserved
-        )
-    old_packages = {f.name: f.package for f in old.file}
-    changes.extend(
-        BreakingChange(
-            new_file.name,
-            "FILE_SAME_PACKAGE",
-            f"package changed from {old_packages[new_file.name]} to {new_file.package}",
-        )
-        for new_file in new.file
-        if new_file.name in old_packages and old_packages[new_file.name] != new_file.package
+    """The breaking changes from ``old`` to ``new`` at ``level``, sorted by file, rule and message."""
+    if level not in LEVELS:
+        raise ContractError(f"unknown level {level!r}: use one of {', '.join(LEVELS)}")
+    pair = _Pair(_Contracts(old), _Contracts(new))
+    return sorted(
+        BreakingChange(file, rule, what)
+        for rule, (levels, find) in _RULES.items()
+        if level in levels
+        for file, what in find(pair)
     )
-    return sorted(changes)

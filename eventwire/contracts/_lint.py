@@ -36,8 +36,11 @@ class Finding:
         return f"{self.file}:{self.line}:{self.column} {self.rule} {self.severity}: {self.message}"
 
 
-def descriptor_set(source_dir: Path) -> descriptor_pb2.FileDescriptorSet:
-    """Compile the ``.proto`` files under ``source_dir`` into a FileDescriptorSet with source locations."""
+def descriptor_set(source_dir: Path, *, with_imports: bool = False) -> descriptor_pb2.FileDescriptorSet:
+    """Compile the ``.proto`` files under ``source_dir`` into a FileDescriptorSet with source locations.
+
+    ``with_imports`` adds the imported well-known types, so the set resolves on its own.
+    """
     from grpc_tools import protoc
 
     protos = sorted(p.relative_to(source_dir).as_posix() for p in source_dir.rglob("*.proto"))
@@ -52,6 +55,7 @@ def descriptor_set(source_dir: Path) -> descriptor_pb2.FileDescriptorSet:
             f"-I{include}",
             f"--descriptor_set_out={out}",
             "--include_source_info",
+            *(["--include_imports"] if with_imports else []),
             *protos,
         ]
         if protoc.main(args) != 0:
