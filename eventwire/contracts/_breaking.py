@@ -15,14 +15,29 @@ import math
 import struct
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from functools import cache
-from pathlib import Path
-from typing import Literal, Protocol
+from typing import Literal
 
-from google.protobuf import descriptor_pb2, descriptor_pool
+from google.protobuf import descriptor_pb2
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor, FileDescriptor
 
 from .._errors import ContractError
+from ._versions import (
+    EXPLICIT,
+    IMPLICIT,
+    Contracts,
+    Range,
+    VersionPair,
+    cardinality,
+    enum_type,
+    features,
+    file_name,
+    in_map_entries,
+    message_ranges,
+    message_type,
+    nested_name,
+    owner,
+    uncovered,
+)
 
 Level = Literal["FILE", "PACKAGE", "WIRE_JSON", "WIRE"]
 LEVELS: tuple[Level, ...] = ("FILE", "PACKAGE", "WIRE_JSON", "WIRE")
@@ -60,9 +75,8 @@ _WIRE_JSON_GROUPS = {
 }
 _TYPE_NAMES = {value: name.removeprefix("TYPE_").lower() for name, value in vars(_F).items() if name[:5] == "TYPE_"}
 _INT64_TYPES = frozenset((_F.TYPE_INT64, _F.TYPE_SINT64, _F.TYPE_UINT64, _F.TYPE_FIXED64, _F.TYPE_SFIXED64))
-_EXPLICIT, _IMPLICIT = "optional with explicit presence", "optional with implicit presence"
 # cardinality -> (wire group, wire+JSON group): repeated and map share a wire format, not a JSON one
-_CARDINALITY_GROUPS = {_EXPLICIT: (1, 1), _IMPLICIT: (1, 1), "required": (2, 2), "repeated": (3, 3), "map": (3, 4)}
+_CARDINALITY_GROUPS = {EXPLICIT: (1, 1), IMPLICIT: (1, 1), "required": (2, 2), "repeated": (3, 3), "map": (3, 4)}
 _FILE_OPTIONS = (
     "cc_enable_arenas",
     "cc_generic_services",
@@ -84,16 +98,6 @@ _FILE_OPTIONS = (
 _STRING_PIECE = descriptor_pb2.FieldOptions.STRING_PIECE
 
 
-class _Range(Protocol):
-    """A reserved or extension range of a message or an enum."""
-
-    @property
-    def start(self) -> int: ...
-
-    @property
-    def end(self) -> int: ...
-
-
 @dataclass(frozen=True, order=True)
 class BreakingChange:
     file: str
@@ -104,196 +108,17 @@ class BreakingChange:
         return f"{self.file}: {self.rule} {self.message}"
 
 
-# -- one version of the contracts ------------------------------------------------------------------
-
-
-@cache
-def _bundled_files() -> frozenset[str]:
-    """The well-known types grpcio-tools ships: imports of the contracts, not part of them."""
-    from grpc_tools import protoc
-
-    include = Path(protoc.__file__).parent / "_proto"
-    return frozenset(p.relative_to(include).as_posix() for p in include.rglob("*.proto"))
-
-
-class _Contracts:
-    """One version, resolved in a private pool (types, presence, features) and indexed by full name."""
-
-    def __init__(self, files: descriptor_pb2.FileDescriptorSet) -> None:
-        pool = descriptor_pool.DescriptorPool()
-        try:
-            for declared in files.file:
-                pool.Add(declared)
-            self.files = {f.name: pool.FindFileByName(f.name) for f in files.file if f.name not in _bundled_files()}
-        except Exception as exc:
-            raise ContractError(f"the contracts do not resolve ({exc}); write the lock file again") from exc
-        self.syntax = {f.name: f.syntax or "proto2" for f in files.file}
-        self.messages: dict[str, Descriptor] = {}
-        self.enums: dict[str, EnumDescriptor] = {}
-        self.extensions: dict[tuple[str, int], FieldDescriptor] = {}
-        self.services: dict[str, descriptor_pb2.ServiceDescriptorProto] = {}
-        # kind -> full name -> the file declaring it, for the "no delete" rules
-        self.declared: dict[str, dict[str, FileDescriptor]] = {
-            k: {} for k in ("message", "enum", "service", "extension")
-        }
-        self._protos: dict[str, descriptor_pb2.DescriptorProto] = {}
-        for file in self.files.values():
-            for service in file.services_by_name.values():
-                self.services[service.full_name] = descriptor_pb2.ServiceDescriptorProto()
-                service.CopyToProto(self.services[service.full_name])
-                self.declared["service"][service.full_name] = file
-            self._add_enums(file, file.enum_types_by_name.values())
-            self._add_extensions(file, file.extensions_by_name.values())
-            for message in file.message_types_by_name.values():
-                self._add_message(file, message)
-
-    def _add_message(self, file: FileDescriptor, message: Descriptor) -> None:
-        self.messages[message.full_name] = message
-        self.declared["message"][message.full_name] = file
-        self._add_enums(file, message.enum_types)
-        self._add_extensions(file, message.extensions)
-        for nested in message.nested_types:
-            self._add_message(file, nested)
-
-    def _add_enums(self, file: FileDescriptor, enums: Iterable[EnumDescriptor]) -> None:
-        for enum in enums:
-            self.enums[enum.full_name] = enum
-            self.declared["enum"][enum.full_name] = file
-
-    def _add_extensions(self, file: FileDescriptor, extensions: Iterable[FieldDescriptor]) -> None:
-        for extension in extensions:
-            self.extensions[(_owner(extension).full_name, extension.number)] = extension
-            self.declared["extension"][extension.full_name] = file
-
-    def proto(self, message: Descriptor) -> descriptor_pb2.DescriptorProto:
-        """The message as declared: reserved ranges and names, extension ranges, proto3 ``optional``."""
-        found = self._protos.get(message.full_name)
-        if found is None:
-            found = self._protos[message.full_name] = descriptor_pb2.DescriptorProto()
-            message.CopyToProto(found)
-        return found
-
-    def oneof(self, field: FieldDescriptor) -> str | None:
-        """The field's oneof, unless it is the synthetic one of a proto3 ``optional`` field."""
-        oneof = field.containing_oneof
-        if oneof is None or field.is_extension:
-            return None
-        declared = next(f for f in self.proto(_owner(field)).field if f.number == field.number)
-        return None if declared.proto3_optional else oneof.name
-
-
-@dataclass(frozen=True)
-class _Pair:
-    """Both versions, and the elements present in both, matched as buf matches them."""
-
-    old: _Contracts
-    new: _Contracts
-
-    def files(self) -> Iterator[tuple[FileDescriptor, FileDescriptor]]:
-        yield from ((f, self.new.files[n]) for n, f in self.old.files.items() if n in self.new.files)
-
-    def messages(self) -> Iterator[tuple[Descriptor, Descriptor]]:
-        yield from ((m, self.new.messages[n]) for n, m in self.old.messages.items() if n in self.new.messages)
-
-    def enums(self) -> Iterator[tuple[EnumDescriptor, EnumDescriptor]]:
-        yield from ((e, self.new.enums[n]) for n, e in self.old.enums.items() if n in self.new.enums)
-
-    def fields(self) -> Iterator[tuple[FieldDescriptor, FieldDescriptor]]:
-        """Fields by number within messages matched by full name, and extensions by extendee and number."""
-        for before, after in self.messages():
-            for field in before.fields:
-                if field.number in after.fields_by_number:
-                    yield field, after.fields_by_number[field.number]
-        yield from ((x, self.new.extensions[k]) for k, x in self.old.extensions.items() if k in self.new.extensions)
-
-    def methods(
-        self,
-    ) -> Iterator[tuple[str, descriptor_pb2.MethodDescriptorProto, descriptor_pb2.MethodDescriptorProto]]:
-        for name, before in self.old.services.items():
-            if name in self.new.services:
-                now = {m.name: m for m in self.new.services[name].method}
-                yield from ((f"{name}.{m.name}", m, now[m.name]) for m in before.method if m.name in now)
-
-
-# -- helpers ---------------------------------------------------------------------------------------
-
-
-def _owner(field: FieldDescriptor) -> Descriptor:
-    assert field.containing_type is not None  # every field and extension has one
-    return field.containing_type
-
-
-def _message_type(field: FieldDescriptor) -> Descriptor:
-    assert field.message_type is not None
-    return field.message_type
-
-
-def _enum_type(field: FieldDescriptor) -> EnumDescriptor:
-    assert field.enum_type is not None
-    return field.enum_type
-
-
-def _file_name(field: FieldDescriptor) -> str:
-    name: str = field.file.name  # type: ignore[attr-defined]  # the stubs lack FieldDescriptor.file
-    return name
-
-
-def _features(element: Descriptor | EnumDescriptor | FieldDescriptor) -> descriptor_pb2.FeatureSet:
-    """The resolved editions features; protobuf exposes them only privately (pinned below 8)."""
-    features: descriptor_pb2.FeatureSet = element._GetFeatures()  # type: ignore[union-attr]
-    return features
-
-
-def _nested_name(full_name: str, file: FileDescriptor) -> str:
-    return full_name.removeprefix(file.package + ".") if file.package else full_name
-
-
-def _is_map(field: FieldDescriptor) -> bool:
-    return field.type == _F.TYPE_MESSAGE and _message_type(field).GetOptions().map_entry
-
-
-def _cardinality(field: FieldDescriptor) -> str:
-    if field.is_repeated:
-        return "map" if _is_map(field) else "repeated"
-    if field.is_required:
-        return "required"
-    return _EXPLICIT if field.has_presence else _IMPLICIT
-
-
-def _in_map_entries(before: FieldDescriptor, after: FieldDescriptor) -> bool:
-    """Map entry messages are generated; their fields' presence is an artefact of the syntax."""
-    return all(not f.is_extension and _owner(f).GetOptions().map_entry for f in (before, after))
-
-
-def _uncovered(ranges: Iterable[tuple[int, int]], by: Iterable[tuple[int, int]]) -> list[tuple[int, int]]:
-    """The inclusive ``ranges`` with a number outside every inclusive range of ``by``."""
-    spans = sorted(by)
-    missing = []
-    for start, end in ranges:
-        position = start
-        for low, high in spans:
-            if low <= position <= high:
-                position = high + 1
-        if position <= end:
-            missing.append((start, end))
-    return missing
-
-
-def _message_ranges(ranges: Iterable[_Range]) -> list[tuple[int, int]]:
-    return [(r.start, r.end - 1) for r in ranges]  # exclusive end in messages, inclusive in enums
-
-
 def _where(field: FieldDescriptor) -> str:
     if field.is_extension:
         return f"extension {field.full_name} ({field.number})"
-    return f"field {_owner(field).full_name}.{field.name} ({field.number})"
+    return f"field {owner(field).full_name}.{field.name} ({field.number})"
 
 
 def _type_label(field: FieldDescriptor) -> str:
     if field.type in (_F.TYPE_MESSAGE, _F.TYPE_GROUP):
-        return _message_type(field).full_name
+        return message_type(field).full_name
     if field.type == _F.TYPE_ENUM:
-        return _enum_type(field).full_name
+        return enum_type(field).full_name
     return _TYPE_NAMES[field.type]
 
 
@@ -321,21 +146,23 @@ def _defaults_equal(before: FieldDescriptor, after: FieldDescriptor) -> bool:
 # -- the rules: each yields the changes it finds ---------------------------------------------------
 
 _Changes = Iterator[tuple[str, str]]  # (file, what changed)
+_Rule = Callable[[VersionPair], _Changes]
+_FieldCheck = Callable[[VersionPair, FieldDescriptor, FieldDescriptor], str | None]  # what changed, if anything
 
 
-def _no_delete_in_file(kind: str) -> Callable[[_Pair], _Changes]:
-    def rule(pair: _Pair) -> _Changes:
+def _no_delete_in_file(kind: str) -> _Rule:
+    def rule(pair: VersionPair) -> _Changes:
         for before, after in pair.files():
-            old = {_nested_name(n, before) for n, f in pair.old.declared[kind].items() if f.name == before.name}
-            new = {_nested_name(n, after) for n, f in pair.new.declared[kind].items() if f.name == after.name}
+            old = {nested_name(n, before) for n, f in pair.old.declared[kind].items() if f.name == before.name}
+            new = {nested_name(n, after) for n, f in pair.new.declared[kind].items() if f.name == after.name}
             for gone in sorted(old - new):
                 yield (after.name, f"{kind} {gone} was deleted from the file")
 
     return rule
 
 
-def _no_delete_in_package(kind: str) -> Callable[[_Pair], _Changes]:
-    def rule(pair: _Pair) -> _Changes:
+def _no_delete_in_package(kind: str) -> _Rule:
+    def rule(pair: VersionPair) -> _Changes:
         # As buf does: services are compared in every package still present, messages, enums and
         # extensions only in packages still declaring one (deleting the last extension of a package
         # is left to FILE's EXTENSION_NO_DELETE).
@@ -348,19 +175,19 @@ def _no_delete_in_package(kind: str) -> Callable[[_Pair], _Changes]:
     return rule
 
 
-def _file_no_delete(pair: _Pair) -> _Changes:
+def _file_no_delete(pair: VersionPair) -> _Changes:
     yield from ((n, "the file was deleted") for n in pair.old.files if n not in pair.new.files)
 
 
-def _package_no_delete(pair: _Pair) -> _Changes:
+def _package_no_delete(pair: VersionPair) -> _Changes:
     packages = {f.package for f in pair.new.files.values()}
     for name, file in pair.old.files.items():
         if file.package not in packages:
             yield (name, f"package {file.package or '(none)'} was deleted")
 
 
-def _file_same(attribute: str) -> Callable[[_Pair], _Changes]:
-    def rule(pair: _Pair) -> _Changes:
+def _file_same(attribute: str) -> _Rule:
+    def rule(pair: VersionPair) -> _Changes:
         for before, after in pair.files():
             old, new = _file_value(pair.old, before, attribute), _file_value(pair.new, after, attribute)
             if old != new:
@@ -369,7 +196,7 @@ def _file_same(attribute: str) -> Callable[[_Pair], _Changes]:
     return rule
 
 
-def _file_value(contracts: _Contracts, file: FileDescriptor, attribute: str) -> object:
+def _file_value(contracts: Contracts, file: FileDescriptor, attribute: str) -> object:
     if attribute == "package":
         return file.package
     if attribute == "syntax":
@@ -377,15 +204,15 @@ def _file_value(contracts: _Contracts, file: FileDescriptor, attribute: str) -> 
     return getattr(file.GetOptions(), attribute)
 
 
-def _field_no_delete(number_reserved: bool, name_reserved: bool) -> Callable[[_Pair], _Changes]:
-    def rule(pair: _Pair) -> _Changes:
+def _field_no_delete(number_reserved: bool, name_reserved: bool) -> _Rule:
+    def rule(pair: VersionPair) -> _Changes:
         for before, after in pair.messages():
             declared = pair.new.proto(after)
-            reserved = _message_ranges(declared.reserved_range)
+            reserved = message_ranges(declared.reserved_range)
             for field in before.fields:
                 if field.number in after.fields_by_number:
                     continue
-                if number_reserved and not _uncovered([(field.number, field.number)], reserved):
+                if number_reserved and not uncovered([(field.number, field.number)], reserved):
                     continue
                 if name_reserved and field.name in declared.reserved_name:
                     continue
@@ -396,8 +223,8 @@ def _field_no_delete(number_reserved: bool, name_reserved: bool) -> Callable[[_P
     return rule
 
 
-def _enum_value_no_delete(number_reserved: bool, name_reserved: bool) -> Callable[[_Pair], _Changes]:
-    def rule(pair: _Pair) -> _Changes:
+def _enum_value_no_delete(number_reserved: bool, name_reserved: bool) -> _Rule:
+    def rule(pair: VersionPair) -> _Changes:
         for before, after in pair.enums():
             now = {v.number for v in after.values}
             declared = descriptor_pb2.EnumDescriptorProto()
@@ -405,7 +232,7 @@ def _enum_value_no_delete(number_reserved: bool, name_reserved: bool) -> Callabl
             reserved = [(r.start, r.end) for r in declared.reserved_range]
             for number in sorted({v.number for v in before.values} - now):
                 names = [v.name for v in before.values if v.number == number]
-                if number_reserved and not _uncovered([(number, number)], reserved):
+                if number_reserved and not uncovered([(number, number)], reserved):
                     continue
                 if name_reserved and all(n in declared.reserved_name for n in names):
                     continue
@@ -417,7 +244,7 @@ def _enum_value_no_delete(number_reserved: bool, name_reserved: bool) -> Callabl
     return rule
 
 
-def _enum_value_same_name(pair: _Pair) -> _Changes:
+def _enum_value_same_name(pair: VersionPair) -> _Changes:
     for before, after in pair.enums():
         for number in sorted({v.number for v in before.values} & {v.number for v in after.values}):
             old = sorted(v.name for v in before.values if v.number == number)
@@ -427,35 +254,35 @@ def _enum_value_same_name(pair: _Pair) -> _Changes:
                 yield (after.file.name, what)
 
 
-def _enum_same_type(pair: _Pair) -> _Changes:
+def _enum_same_type(pair: VersionPair) -> _Changes:
     for before, after in pair.enums():
         if before.is_closed != after.is_closed:
             state = "closed" if after.is_closed else "open"
             yield (after.file.name, f"enum {after.full_name} became {state}")
 
 
-def _same_json_format(kind: str) -> Callable[[_Pair], _Changes]:
-    def rule(pair: _Pair) -> _Changes:
+def _same_json_format(kind: str) -> _Rule:
+    def rule(pair: VersionPair) -> _Changes:
         allow = descriptor_pb2.FeatureSet.ALLOW
         elements = pair.messages() if kind == "message" else pair.enums()
         for before, after in elements:
-            if _features(before).json_format == allow and _features(after).json_format != allow:
+            if features(before).json_format == allow and features(after).json_format != allow:
                 yield after.file.name, f"{kind} {after.full_name} no longer supports JSON"
 
     return rule
 
 
-def _field_rule(check: Callable[[_Pair, FieldDescriptor, FieldDescriptor], str | None]) -> Callable[[_Pair], _Changes]:
-    def rule(pair: _Pair) -> _Changes:
+def _field_rule(check: _FieldCheck) -> _Rule:
+    def rule(pair: VersionPair) -> _Changes:
         for before, after in pair.fields():
             what = check(pair, before, after)
             if what is not None:
-                yield _file_name(after), f"{_where(after)} {what}"
+                yield file_name(after), f"{_where(after)} {what}"
 
     return rule
 
 
-def _same_type(pair: _Pair, before: FieldDescriptor, after: FieldDescriptor) -> str | None:
+def _same_type(pair: VersionPair, before: FieldDescriptor, after: FieldDescriptor) -> str | None:
     if before.type != after.type or (
         before.type in (_F.TYPE_MESSAGE, _F.TYPE_GROUP, _F.TYPE_ENUM) and _type_label(before) != _type_label(after)
     ):
@@ -463,19 +290,17 @@ def _same_type(pair: _Pair, before: FieldDescriptor, after: FieldDescriptor) -> 
     return None
 
 
-def _compatible_type(
-    groups: dict[int, int], string_to_bytes: bool
-) -> Callable[[_Pair, FieldDescriptor, FieldDescriptor], str | None]:
-    def check(pair: _Pair, before: FieldDescriptor, after: FieldDescriptor) -> str | None:
+def _compatible_type(groups: dict[int, int], string_to_bytes: bool) -> _FieldCheck:
+    def check(pair: VersionPair, before: FieldDescriptor, after: FieldDescriptor) -> str | None:
         changed = f"changed type from {_type_label(before)} to {_type_label(after)}"
         if groups[before.type] != groups[after.type]:
             allowed = string_to_bytes and (before.type, after.type) == (_F.TYPE_STRING, _F.TYPE_BYTES)
             return None if allowed else changed
         if after.type == _F.TYPE_ENUM and _type_label(before) != _type_label(after):
             # Another enum is compatible when it has the same short name and keeps every old value.
-            old_values = {(v.name, v.number) for v in _enum_type(before).values}
-            new_values = {(v.name, v.number) for v in _enum_type(after).values}
-            same = _enum_type(before).name == _enum_type(after).name and old_values <= new_values
+            old_values = {(v.name, v.number) for v in enum_type(before).values}
+            new_values = {(v.name, v.number) for v in enum_type(after).values}
+            same = enum_type(before).name == enum_type(after).name and old_values <= new_values
             return None if same else changed
         if after.type in (_F.TYPE_MESSAGE, _F.TYPE_GROUP) and _type_label(before) != _type_label(after):
             return changed
@@ -484,29 +309,29 @@ def _compatible_type(
     return check
 
 
-def _cardinality_check(group: int | None) -> Callable[[_Pair, FieldDescriptor, FieldDescriptor], str | None]:
-    def check(pair: _Pair, before: FieldDescriptor, after: FieldDescriptor) -> str | None:
-        if _in_map_entries(before, after):
+def _cardinality_check(group: int | None) -> _FieldCheck:
+    def check(pair: VersionPair, before: FieldDescriptor, after: FieldDescriptor) -> str | None:
+        if in_map_entries(before, after):
             return None
-        old, new = _cardinality(before), _cardinality(after)
+        old, new = cardinality(before), cardinality(after)
         differs = old != new if group is None else _CARDINALITY_GROUPS[old][group] != _CARDINALITY_GROUPS[new][group]
         return f"changed cardinality from {old} to {new}" if differs else None
 
     return check
 
 
-def _same_name(pair: _Pair, before: FieldDescriptor, after: FieldDescriptor) -> str | None:
+def _same_name(pair: VersionPair, before: FieldDescriptor, after: FieldDescriptor) -> str | None:
     old, new = (before.full_name, after.full_name) if before.is_extension else (before.name, after.name)
     return f"was renamed from {old} to {new}" if old != new else None
 
 
-def _same_json_name(pair: _Pair, before: FieldDescriptor, after: FieldDescriptor) -> str | None:
+def _same_json_name(pair: VersionPair, before: FieldDescriptor, after: FieldDescriptor) -> str | None:
     if before.is_extension or before.json_name == after.json_name:
         return None
     return f"changed its JSON name from {before.json_name} to {after.json_name}"
 
 
-def _same_oneof(pair: _Pair, before: FieldDescriptor, after: FieldDescriptor) -> str | None:
+def _same_oneof(pair: VersionPair, before: FieldDescriptor, after: FieldDescriptor) -> str | None:
     old, new = pair.old.oneof(before), pair.new.oneof(after)
     if old == new:
         return None
@@ -515,7 +340,7 @@ def _same_oneof(pair: _Pair, before: FieldDescriptor, after: FieldDescriptor) ->
     return "moved into a oneof" if new is not None else "moved out of a oneof"
 
 
-def _same_default(pair: _Pair, before: FieldDescriptor, after: FieldDescriptor) -> str | None:
+def _same_default(pair: VersionPair, before: FieldDescriptor, after: FieldDescriptor) -> str | None:
     if before.is_repeated or after.is_repeated or before.message_type is not None or after.message_type is not None:
         return None
     old, new = _default(before), _default(after)
@@ -524,7 +349,7 @@ def _same_default(pair: _Pair, before: FieldDescriptor, after: FieldDescriptor) 
     return None if _defaults_equal(before, after) else f"changed its default from {old!r} to {new!r}"
 
 
-def _same_jstype(pair: _Pair, before: FieldDescriptor, after: FieldDescriptor) -> str | None:
+def _same_jstype(pair: VersionPair, before: FieldDescriptor, after: FieldDescriptor) -> str | None:
     if before.type not in _INT64_TYPES or after.type not in _INT64_TYPES:
         return None
     old, new = before.GetOptions().jstype, after.GetOptions().jstype
@@ -538,9 +363,9 @@ def _cpp_string_type(field: FieldDescriptor) -> tuple[int, bool]:
     return (options.ctype if options.HasField("ctype") else descriptor_pb2.FieldOptions.STRING), False
 
 
-def _same_cpp_string_type(pair: _Pair, before: FieldDescriptor, after: FieldDescriptor) -> str | None:
+def _same_cpp_string_type(pair: VersionPair, before: FieldDescriptor, after: FieldDescriptor) -> str | None:
     strings = (_F.TYPE_STRING, _F.TYPE_BYTES)
-    if _in_map_entries(before, after) or before.type not in strings or after.type not in strings:
+    if in_map_entries(before, after) or before.type not in strings or after.type not in strings:
         return None
     old, new = _cpp_string_type(before), _cpp_string_type(after)
     if old == new or (old[1] and new == (descriptor_pb2.FieldOptions.STRING, False)):
@@ -548,19 +373,19 @@ def _same_cpp_string_type(pair: _Pair, before: FieldDescriptor, after: FieldDesc
     return "changed its C++ string type (ctype)"
 
 
-def _utf8_validation(contracts: _Contracts, field: FieldDescriptor, java: bool) -> int:
-    resolved: int = _features(field).utf8_validation
+def _utf8_validation(contracts: Contracts, field: FieldDescriptor, java: bool) -> int:
+    resolved: int = features(field).utf8_validation
     if (
         java
-        and contracts.syntax[_file_name(field)] != "editions"
-        and contracts.files[_file_name(field)].GetOptions().java_string_check_utf8
+        and contracts.syntax[file_name(field)] != "editions"
+        and contracts.files[file_name(field)].GetOptions().java_string_check_utf8
     ):
         return descriptor_pb2.FeatureSet.VERIFY
     return resolved
 
 
-def _same_utf8(java: bool) -> Callable[[_Pair, FieldDescriptor, FieldDescriptor], str | None]:
-    def check(pair: _Pair, before: FieldDescriptor, after: FieldDescriptor) -> str | None:
+def _same_utf8(java: bool) -> _FieldCheck:
+    def check(pair: VersionPair, before: FieldDescriptor, after: FieldDescriptor) -> str | None:
         if before.type != _F.TYPE_STRING or after.type != _F.TYPE_STRING:
             return None
         old, new = _utf8_validation(pair.old, before, java), _utf8_validation(pair.new, after, java)
@@ -569,7 +394,7 @@ def _same_utf8(java: bool) -> Callable[[_Pair, FieldDescriptor, FieldDescriptor]
     return check
 
 
-def _required_fields(pair: _Pair) -> _Changes:
+def _required_fields(pair: VersionPair) -> _Changes:
     for before, after in pair.messages():
         old = {f.number for f in before.fields if f.is_required}
         new = {f.number for f in after.fields if f.is_required}
@@ -579,14 +404,14 @@ def _required_fields(pair: _Pair) -> _Changes:
             yield (after.file.name, f"message {after.full_name} gained required field {number}")
 
 
-def _message_reserved_kept(pair: _Pair) -> _Changes:
+def _message_reserved_kept(pair: VersionPair) -> _Changes:
     for before, after in pair.messages():
         old, new = pair.old.proto(before), pair.new.proto(after)
-        yield from _ranges_kept(after, "reserved", _message_ranges(old.reserved_range), new.reserved_range)
+        yield from _ranges_kept(after, "reserved", message_ranges(old.reserved_range), new.reserved_range)
         yield from _names_kept(after, old.reserved_name, new.reserved_name)
 
 
-def _enum_reserved_kept(pair: _Pair) -> _Changes:
+def _enum_reserved_kept(pair: VersionPair) -> _Changes:
     for before_enum, after_enum in pair.enums():
         old_enum, new_enum = descriptor_pb2.EnumDescriptorProto(), descriptor_pb2.EnumDescriptorProto()
         before_enum.CopyToProto(old_enum)
@@ -600,11 +425,11 @@ def _ranges_kept(
     element: Descriptor | EnumDescriptor,
     kind: str,
     old: list[tuple[int, int]],
-    new: Iterable[_Range],
+    new: Iterable[Range],
     exclusive: bool = True,
 ) -> _Changes:
     now = [(r.start, r.end - 1 if exclusive else r.end) for r in new]
-    for start, end in _uncovered(old, now):
+    for start, end in uncovered(old, now):
         yield (element.file.name, f"{kind} range {start}-{end} of {element.full_name} shrank")
 
 
@@ -613,20 +438,20 @@ def _names_kept(element: Descriptor | EnumDescriptor, old: Iterable[str], new: I
         yield (element.file.name, f"reserved name {name} of {element.full_name} was removed")
 
 
-def _extension_ranges_kept(pair: _Pair) -> _Changes:
+def _extension_ranges_kept(pair: VersionPair) -> _Changes:
     for before, after in pair.messages():
         old, new = pair.old.proto(before), pair.new.proto(after)
-        yield from _ranges_kept(after, "extension", _message_ranges(old.extension_range), new.extension_range)
+        yield from _ranges_kept(after, "extension", message_ranges(old.extension_range), new.extension_range)
 
 
-def _oneof_no_delete(pair: _Pair) -> _Changes:
+def _oneof_no_delete(pair: VersionPair) -> _Changes:
     for before, after in pair.messages():
         synthetic = {f.containing_oneof.name for f in before.fields if f.containing_oneof and not pair.old.oneof(f)}
         for oneof in sorted(set(before.oneofs_by_name) - set(after.oneofs_by_name) - synthetic):
             yield (after.file.name, f"oneof {oneof} of {after.full_name} was deleted")
 
 
-def _standard_descriptor_accessor(pair: _Pair) -> _Changes:
+def _standard_descriptor_accessor(pair: VersionPair) -> _Changes:
     for before, after in pair.messages():
         if (
             not before.GetOptions().no_standard_descriptor_accessor
@@ -635,7 +460,7 @@ def _standard_descriptor_accessor(pair: _Pair) -> _Changes:
             yield (after.file.name, f"message {after.full_name} set no_standard_descriptor_accessor")
 
 
-def _rpc_no_delete(pair: _Pair) -> _Changes:
+def _rpc_no_delete(pair: VersionPair) -> _Changes:
     for name, before in pair.old.services.items():
         if name in pair.new.services:
             now = {m.name for m in pair.new.services[name].method}
@@ -645,8 +470,8 @@ def _rpc_no_delete(pair: _Pair) -> _Changes:
                     yield (file, f"rpc {name}.{method.name} was deleted")
 
 
-def _rpc_same(attribute: str) -> Callable[[_Pair], _Changes]:
-    def rule(pair: _Pair) -> _Changes:
+def _rpc_same(attribute: str) -> _Rule:
+    def rule(pair: VersionPair) -> _Changes:
         for name, before, after in pair.methods():
             old, new = _method_value(before, attribute), _method_value(after, attribute)
             if old != new:
@@ -666,7 +491,7 @@ def _method_value(method: descriptor_pb2.MethodDescriptorProto, attribute: str) 
 _ALL: frozenset[Level] = frozenset(LEVELS)
 _SOURCE: frozenset[Level] = frozenset(("FILE", "PACKAGE"))
 _JSON_AND_SOURCE: frozenset[Level] = frozenset(("FILE", "PACKAGE", "WIRE_JSON"))
-_RULES: dict[str, tuple[frozenset[Level], Callable[[_Pair], _Changes]]] = {
+_RULES: dict[str, tuple[frozenset[Level], _Rule]] = {
     "FILE_NO_DELETE": (frozenset(("FILE",)), _file_no_delete),
     "MESSAGE_NO_DELETE": (frozenset(("FILE",)), _no_delete_in_file("message")),
     "ENUM_NO_DELETE": (frozenset(("FILE",)), _no_delete_in_file("enum")),
@@ -748,7 +573,7 @@ def check(
     """The breaking changes from ``old`` to ``new`` at ``level``, sorted by file, rule and message."""
     if level not in LEVELS:
         raise ContractError(f"unknown level {level!r}: use one of {', '.join(LEVELS)}")
-    pair = _Pair(_Contracts(old), _Contracts(new))
+    pair = VersionPair(Contracts(old), Contracts(new))
     return sorted(
         BreakingChange(file, rule, what)
         for rule, (levels, find) in _RULES.items()
