@@ -210,3 +210,9 @@ def test_check_reports_a_bad_baseline(tmp_path: Path) -> None:
     assert "error: git" in unknown.stdout
     bad_level = eventwire("check", str(source), "--against", str(not_a_lock), "--level", "BYTES")
     assert bad_level.returncode == 2
+
+
+def test_the_demo_contracts_keep_their_lock_at_the_strictest_level() -> None:
+    demo = ROOT / "eventwire" / "demo"
+    result = eventwire("check", str(demo / "proto"), "--against", str(demo / "contracts.lock"), "--level", "FILE")
+    assert (result.returncode, result.stdout) == (0, ""), result.stdout
