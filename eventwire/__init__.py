@@ -23,6 +23,7 @@ from ._errors import (
     StreamConfigError,
     WrongLastSequence,
 )
+from ._publication import Publication
 from ._publisher import Outgoing, Publisher
 from ._retry import Reject, Retry, RetryPolicy
 from ._streams import Stream
@@ -45,6 +46,7 @@ __all__ = [
     "Next",
     "Outgoing",
     "PayloadTooLarge",
+    "Publication",
     "PublishAck",
     "PublishError",
     "PublishTimeout",

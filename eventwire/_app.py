@@ -17,9 +17,10 @@ from ._consumer import Consumer
 from ._dead_letters import DeadLetterWriter, dead_letter_stream
 from ._delivery import HandlerFunc, HandlerSpec, Middleware, OrderingMode, SettlementListener, UnknownTypePolicy
 from ._errors import ConfigError
+from ._publication import Publication
 from ._publisher import Publisher
 from ._retry import RetryPolicy
-from ._streams import Durable, Stream, check_name, check_subject
+from ._streams import Durable, Stream, check_name, check_subject, subject_matches
 from .contracts import PROTOBUF, EventRegistry
 from .server import EmbeddedServer
 from .transport import ConnectOptions, JetStreamTransport, Transport
@@ -43,6 +44,8 @@ class App:
 
     The server is the ``url`` given to :meth:`start` or the constructor, else
     ``$EVENTWIRE_URL``, else an embedded nats-server started for this App.
+    ``publishes`` declares what the service publishes (see :class:`Publication`);
+    each subject must lie within one of ``streams``.
     """
 
     def __init__(
@@ -50,6 +53,7 @@ class App:
         name: str,
         *,
         streams: Sequence[Stream] = (),
+        publishes: Sequence[Publication] = (),
         url: str | None = None,
         connect: ConnectOptions | None = None,
         source: str | None = None,
@@ -80,6 +84,9 @@ class App:
         self._streams: dict[str, Stream] = {}
         for stream in streams:
             self._add_stream(stream)
+        self._publications: list[Publication] = []
+        for publication in publishes:
+            self._add_publication(publication)
         if dead_letters is True:
             dead_letters = dead_letter_stream(name)
         self._dead_letter_stream = dead_letters or None
@@ -100,9 +107,35 @@ class App:
             raise ConfigError(f"stream {stream.name!r} is declared twice with different settings")
         self._streams[stream.name] = stream
 
+    def _add_publication(self, publication: Publication) -> None:
+        if publication in self._publications:
+            raise ConfigError(
+                f"App {self.name!r} declares {publication.event_type.DESCRIPTOR.full_name} "
+                f"on {publication.subject!r} twice"
+            )
+        if not any(
+            subject_matches(pattern, publication.subject) for s in self._streams.values() for pattern in s.subjects
+        ):
+            raise ConfigError(
+                f"App {self.name!r} publishes on {publication.subject!r}, which no stream of the App covers: "
+                "declare a stream whose subjects include it"
+            )
+        self.registry.register(publication.event_type)
+        self._publications.append(publication)
+
     @property
     def streams(self) -> tuple[Stream, ...]:
         return tuple(self._streams.values())
+
+    @property
+    def publications(self) -> tuple[Publication, ...]:
+        """What this service declared it publishes."""
+        return tuple(self._publications)
+
+    @property
+    def content_type(self) -> str:
+        """The payload codec this service publishes with."""
+        return self._content_type
 
     @property
     def dead_letter_stream(self) -> Stream | None:

@@ -30,6 +30,37 @@ def check_subject(subject: str, *, wildcards: bool = True) -> None:
             raise ConfigError(f"invalid subject {subject!r}: token {token!r}")
 
 
+def subject_matches(pattern: str, subject: str) -> bool:
+    """NATS subject matching: ``*`` is one token, a final ``>`` is one or more.
+
+    ``subject`` may be a filter with wildcards itself: then ``pattern`` must match
+    every subject the filter matches (``orders.>`` covers ``orders.*``, not the reverse).
+    """
+    pattern_tokens = pattern.split(".")
+    tokens = subject.split(".")
+    for i, token in enumerate(pattern_tokens):
+        if token == ">":
+            return len(tokens) > i
+        if i >= len(tokens) or tokens[i] == ">" or (token != "*" and token != tokens[i]):
+            return False
+    return len(tokens) == len(pattern_tokens)
+
+
+def subjects_overlap(a: str, b: str) -> bool:
+    """Whether some subject matches both filters ``a`` and ``b``."""
+    ta, tb = a.split("."), b.split(".")
+    for i in range(max(len(ta), len(tb))):
+        x = ta[i] if i < len(ta) else None
+        y = tb[i] if i < len(tb) else None
+        if x == ">" or y == ">":
+            return x is not None and y is not None
+        if x is None or y is None:
+            return False
+        if x != y and "*" not in (x, y):
+            return False
+    return True
+
+
 @dataclass(frozen=True, slots=True)
 class Stream:
     """A JetStream stream, provisioned idempotently when an App or Publisher starts.

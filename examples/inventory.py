@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from eventwire import App, Backoff, Delivery, RetryPolicy, Stream
+from eventwire import App, Backoff, Delivery, Publication, RetryPolicy, Stream
 from eventwire.demo.contracts.shop.inventory.v1.inventory_pb2 import StockRejected, StockReserved
 from eventwire.demo.contracts.shop.orders.v1.orders_pb2 import OrderCreated
 
@@ -15,7 +15,11 @@ class WarehouseDown(Exception):
 
 
 def build_app(stock: dict[str, int], warehouse_up: list[bool] | None = None) -> App:
-    app = App("inventory", streams=[ORDERS, INVENTORY])
+    app = App(
+        "inventory",
+        streams=[ORDERS, INVENTORY],
+        publishes=[Publication(StockReserved, "inventory.reserved"), Publication(StockRejected, "inventory.rejected")],
+    )
 
     @app.handler(
         OrderCreated,

@@ -14,7 +14,7 @@ from ..server import EmbeddedServer
 from ._services import DemoState, inventory_service, notifications_service, orders_service
 from .contracts.shop.orders.v1.orders_pb2 import LineItem, OrderCreated
 
-__all__ = ["DemoSummary", "run_demo"]
+__all__ = ["DemoSummary", "inventory_service", "notifications_service", "orders_service", "run_demo"]
 
 _SKUS = ("sku-apple", "sku-pear", "sku-plum")
 

@@ -6,7 +6,7 @@ import asyncio
 from collections import Counter
 from dataclasses import dataclass, field
 
-from .. import App, Backoff, Delivery, RetryPolicy, Stream
+from .. import App, Backoff, Delivery, Publication, RetryPolicy, Stream
 from .contracts.shop.inventory.v1.inventory_pb2 import StockRejected, StockReserved
 from .contracts.shop.orders.v1.orders_pb2 import OrderCreated
 
@@ -38,13 +38,24 @@ class DemoState:
         return order_id.startswith(self.run_id + "-")
 
 
-def orders_service(url: str) -> App:
+def orders_service(url: str | None = None) -> App:
     """Publishes OrderCreated; it has no handlers."""
-    return App("orders", streams=[ORDERS], url=url)
+    return App("orders", streams=[ORDERS], publishes=[Publication(OrderCreated, "orders.created")], url=url)
 
 
-def inventory_service(url: str, state: DemoState) -> App:
-    app = App("inventory", streams=[ORDERS, INVENTORY], url=url)
+def inventory_service(url: str | None = None, state: DemoState | None = None) -> App:
+    """Reserves stock for each order; publishes StockReserved or StockRejected.
+
+    ``url`` and ``state`` may be left out where the App is only described (``eventwire asyncapi``).
+    """
+    if state is None:
+        state = DemoState(run_id="", orders=0)
+    app = App(
+        "inventory",
+        streams=[ORDERS, INVENTORY],
+        publishes=[Publication(StockReserved, "inventory.reserved"), Publication(StockRejected, "inventory.rejected")],
+        url=url,
+    )
 
     @app.handler(
         OrderCreated,
@@ -84,7 +95,10 @@ def inventory_service(url: str, state: DemoState) -> App:
     return app
 
 
-def notifications_service(url: str, state: DemoState) -> App:
+def notifications_service(url: str | None = None, state: DemoState | None = None) -> App:
+    """Tells the customer whether their order's stock was reserved (``state`` as for the inventory)."""
+    if state is None:
+        state = DemoState(run_id="", orders=0)
     app = App("notifications", streams=[INVENTORY], url=url)
 
     @app.handler(

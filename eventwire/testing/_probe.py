@@ -15,10 +15,10 @@ from .._delivery import Settlement
 from .._envelope import Envelope, parse_message
 from .._errors import DecodeError, EnvelopeError
 from .._ids import uuid7
-from .._streams import Durable, Stream
+from .._streams import Durable, Stream, subject_matches
 from ..contracts import PROTOBUF, codec_for
 from ..transport import InboundMessage, MessageSource, PublishAck, Transport
-from ..transport.memory import MemoryBroker, MemoryTransport, subject_matches
+from ..transport.memory import MemoryBroker, MemoryTransport
 
 E = TypeVar("E", bound=Message)
 

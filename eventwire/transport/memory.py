@@ -21,36 +21,10 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from .._errors import PublishError, StreamConfigError, WrongLastSequence
-from .._streams import Durable, Stream
+from .._streams import Durable, Stream, subject_matches, subjects_overlap
 from ._protocol import InboundMessage, PublishAck, TransientPublishFailure
 
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
-
-
-def subject_matches(pattern: str, subject: str) -> bool:
-    """NATS subject matching: ``*`` is one token, a final ``>`` is one or more."""
-    pattern_tokens = pattern.split(".")
-    tokens = subject.split(".")
-    for i, token in enumerate(pattern_tokens):
-        if token == ">":
-            return len(tokens) > i
-        if i >= len(tokens) or (token != "*" and token != tokens[i]):
-            return False
-    return len(tokens) == len(pattern_tokens)
-
-
-def _subjects_overlap(a: str, b: str) -> bool:
-    ta, tb = a.split("."), b.split(".")
-    for i in range(max(len(ta), len(tb))):
-        x = ta[i] if i < len(ta) else None
-        y = tb[i] if i < len(tb) else None
-        if x == ">" or y == ">":
-            return x is not None and y is not None
-        if x is None or y is None:
-            return False
-        if x != y and "*" not in (x, y):
-            return False
-    return True
 
 
 @dataclass(slots=True)
@@ -325,7 +299,7 @@ class MemoryBroker:
         if current is None:
             for other in self.streams.values():
                 for mine in config.subjects:
-                    if any(_subjects_overlap(mine, theirs) for theirs in other.config.subjects):
+                    if any(subjects_overlap(mine, theirs) for theirs in other.config.subjects):
                         raise StreamConfigError(
                             config.name, "create", f"subjects overlap with stream {other.config.name}"
                         )
