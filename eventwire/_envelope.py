@@ -31,7 +31,7 @@ _PREFIXES = ("ce-", "Ce-", "CE-", "cE-")
 _CORE = ("id", "source", "type", "time", "subject", "datacontenttype", "dataschema")
 _CORRELATION = "correlationid"
 _CAUSATION = "causationid"
-_REQUIRED = ("specversion", "id", "source", "type")
+REQUIRED_ATTRIBUTES = ("specversion", "id", "source", "type")
 _KNOWN = frozenset((*_CORE, _CORRELATION, _CAUSATION, "specversion"))
 _ATTRIBUTE_NAME = re.compile(r"^[a-z0-9]{1,20}$")
 
@@ -165,7 +165,7 @@ def binary_headers(
 
 
 def _from_attributes(attributes: dict[str, str], traceparent: str | None, tracestate: str | None) -> Envelope:
-    for name in _REQUIRED:
+    for name in REQUIRED_ATTRIBUTES:
         if not attributes.get(name):
             raise EnvelopeError(f"missing required CloudEvents attribute {name!r}")
     if attributes["specversion"] != SPEC_VERSION:

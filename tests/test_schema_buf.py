@@ -89,6 +89,8 @@ message MemberJoined {
 """
 
 SHIPPING = "shop/orders/v1/shipping.proto"
+MISC = "shop/misc/v1/misc.proto"
+MISC_HEADER = 'syntax = "proto3";\npackage shop.misc.v1;\n'
 
 
 class ChangePair(NamedTuple):
@@ -231,11 +233,8 @@ CORPUS = [
     ),
     ChangePair(
         "the only message of a package deleted",
-        {ORDERS: BASE, "shop/misc/v1/misc.proto": 'syntax = "proto3";\npackage shop.misc.v1;\nmessage NoteAdded {}\n'},
-        {
-            ORDERS: BASE,
-            "shop/misc/v1/misc.proto": 'syntax = "proto3";\npackage shop.misc.v1;\nenum Kind { KIND_UNSPECIFIED = 0; }\n',
-        },
+        {ORDERS: BASE, MISC: MISC_HEADER + "message NoteAdded {}\n"},
+        {ORDERS: BASE, MISC: MISC_HEADER + "enum Kind { KIND_UNSPECIFIED = 0; }\n"},
     ),
     ChangePair(
         "enum replaced by a same-named enum of another package with more values",

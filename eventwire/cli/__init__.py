@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
 import logging
 import signal
 import sys
@@ -17,8 +16,10 @@ from rich.table import Table
 
 from .._app import URL_ENV, App
 from .._errors import EventwireError
+from ._catalog import asyncapi, topology
 from ._dlq import app as dlq_cli
 from ._schema import app as schema_cli
+from ._targets import load_app
 
 cli = typer.Typer(
     name="eventwire",
@@ -71,23 +72,9 @@ def server(
     embedded.stop()
 
 
-def load_app(target: str) -> App:
-    """Import ``module:attribute`` and return the App it names."""
-    module_name, _, attribute = target.partition(":")
-    if not module_name or not attribute:
-        raise typer.BadParameter("expected module:app, e.g. myservice.main:app", param_hint="APP")
-    if "" not in sys.path and "." not in sys.path:
-        sys.path.insert(0, "")
-    module = importlib.import_module(module_name)
-    app = getattr(module, attribute, None)
-    if not isinstance(app, App):
-        raise typer.BadParameter(f"{target} is not an eventwire App", param_hint="APP")
-    return app
-
-
 @cli.command()
 def run(
-    app: Annotated[str, typer.Argument(help="The App to run, as module:attribute.")],
+    app: Annotated[str, typer.Argument(help="The App to run, as module:attribute or module:factory().")],
     url: UrlOption = None,
     log_level: LogLevel = "INFO",
 ) -> None:
@@ -163,6 +150,10 @@ def relay(
     except EventwireError as exc:
         console.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(1) from exc
+
+
+cli.command()(asyncapi)
+cli.command()(topology)
 
 
 def main() -> None:
