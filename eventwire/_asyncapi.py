@@ -142,7 +142,7 @@ class _DocumentBuilder:
                 "headers": cloudevents_headers(name),
                 "payload": {
                     "schemaFormat": f"application/vnd.google.protobuf;version={syntax_version}",
-                    "schema": render_file(file),
+                    "schema": render_file(file, root=name),
                 },
                 "x-eventwire-dataschema": schema_ref(event_type),
             }
@@ -204,12 +204,16 @@ def _servers(urls: Sequence[str]) -> Document:
     servers: Document = {}
     for number, url in enumerate(urls, start=1):
         parts = urlsplit(url if "://" in url else f"nats://{url}")
+        try:
+            port = parts.port
+        except ValueError as exc:
+            raise ConfigError(f"server URL {url!r}: {exc}") from exc
         if not parts.hostname:
             raise ConfigError(f"server URL {url!r} names no host")
         host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
         # userinfo is dropped on purpose: a password or token must never end up in a published document.
         server: Document = {
-            "host": host if parts.port is None else f"{host}:{parts.port}",
+            "host": host if port is None else f"{host}:{port}",
             "protocol": "nats" if parts.scheme in ("nats", "tls") else parts.scheme,
         }
         if parts.scheme == "tls":

@@ -152,6 +152,11 @@ def test_document_lists_the_channels_operations_and_messages_of_the_app() -> Non
     assert "message OrderCreated {\n  string order_id = 1;" in order["payload"]["schema"]
     assert order["headers"]["properties"]["ce-type"]["const"] == "shop.orders.v1.OrderCreated"
     assert order["headers"]["required"] == ["ce-specversion", "ce-id", "ce-source", "ce-type"]
+    # Both inventory events share a file: the mark tells AsyncAPI tools which message is the payload.
+    for name in ("StockRejected", "StockReserved"):
+        schema = messages[f"shop.inventory.v1.{name}"]["payload"]["schema"]
+        assert schema.count("// @RootNode") == 1
+        assert f"// @RootNode\nmessage {name} {{" in schema
 
 
 def test_the_headers_schema_accepts_what_the_publisher_sends_and_only_its_type() -> None:
@@ -238,3 +243,12 @@ def test_asyncapi_command_names_what_it_cannot_load() -> None:
     result = runner.invoke(cli, ["asyncapi", "eventwire.demo._services:ORDERS()"])
     assert result.exit_code != 0
     assert "not callable" in result.output
+    result = runner.invoke(cli, ["asyncapi", "no_such_module:app"])
+    assert result.exit_code == 2
+    assert "cannot import no_such_module" in result.output
+    result = runner.invoke(cli, ["asyncapi", "eventwire.demo:orders_service()", "--url", "nats://host:99999"])
+    assert result.exit_code == 1
+    assert "error: server URL 'nats://host:99999': Port out of range" in result.output
+    result = runner.invoke(cli, ["asyncapi", "eventwire.demo:orders_service()", "--out", "/no/such/dir/x.json"])
+    assert result.exit_code == 1
+    assert "error: cannot write /no/such/dir/x.json" in result.output

@@ -9,7 +9,7 @@ from google.protobuf import descriptor_pb2
 
 from eventwire import ContractError
 from eventwire.contracts._lint import descriptor_set
-from eventwire.contracts._proto_source import proto_source, render_file
+from eventwire.contracts._proto_source import file_descriptor_proto, render_file
 
 from .events import OrderCreated, StockReserved
 
@@ -165,11 +165,11 @@ def test_a_reference_that_a_nested_type_would_shadow_stays_fully_qualified(tmp_p
 
 
 def test_a_generated_module_renders_its_file() -> None:
-    text = proto_source(OrderCreated)
+    text = render_file(file_descriptor_proto(OrderCreated))
     assert text.startswith('syntax = "proto3";\n\npackage shop.orders.v1;\n')
     assert "message OrderCreated {\n  string order_id = 1;" in text
     assert "  repeated LineItem items = 3;\n" in text
-    assert "message StockReserved {" in proto_source(StockReserved)
+    assert "message StockReserved {" in render_file(file_descriptor_proto(StockReserved))
 
 
 def test_editions_files_are_refused() -> None:

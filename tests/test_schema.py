@@ -199,15 +199,28 @@ def test_check_against_a_git_revision(tmp_path: Path) -> None:
     assert eventwire("check", str(source), "--against", "HEAD").returncode == 0
     assert eventwire("check", str(source), "--against", "HEAD~1", "--level", "WIRE").returncode == 1
 
+    unknown = eventwire("check", str(source), "--against", "v9")
+    assert unknown.stdout.startswith("error: 'v9' is neither a lock file nor a commit of the git repository")
+    later = write(repo / "later", "shop/orders/v1/orders.proto", BASE)
+    missing = eventwire("check", str(later), "--against", "HEAD")  # the folder did not exist then
+    assert (missing.returncode, missing.stdout.startswith("error: git archive")) == (1, True), missing.stdout
+
 
 def test_check_reports_a_bad_baseline(tmp_path: Path) -> None:
     source = write(tmp_path / "new", "shop/orders/v1/orders.proto", BASE)
     not_a_lock = tmp_path / "not.lock"
     not_a_lock.write_bytes(b"\xff\xff garbage")
     assert "is not a lock file" in eventwire("check", str(source), "--against", str(not_a_lock)).stdout
+    empty = tmp_path / "empty.lock"
+    empty.write_bytes(b"")
+    assert "holds no contracts" in eventwire("check", str(source), "--against", str(empty)).stdout
+    missing = eventwire("check", str(source), "--against", str(tmp_path / "contracts.lock"))
+    assert (missing.returncode, missing.stdout.strip()) == (1, f"error: no such lock file: {tmp_path}/contracts.lock")
     unknown = eventwire("check", str(source), "--against", "no-such-revision")
     assert unknown.returncode == 1
-    assert "error: git" in unknown.stdout
+    assert unknown.stdout.startswith("error: git")  # tmp_path is not in a git repository
+    unwritable = eventwire("lock", str(source), "--out", str(tmp_path / "no" / "such" / "dir.lock"))
+    assert (unwritable.returncode, unwritable.stdout.startswith("error: cannot write")) == (1, True)
     bad_level = eventwire("check", str(source), "--against", str(not_a_lock), "--level", "BYTES")
     assert bad_level.returncode == 2
 

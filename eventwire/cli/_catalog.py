@@ -24,7 +24,11 @@ def _emit(text: str, out: Path | None) -> None:
     if out is None:
         typer.echo(text, nl=False)
     else:
-        out.write_text(text, encoding="utf-8")
+        try:
+            out.write_text(text, encoding="utf-8")
+        except OSError as exc:
+            typer.echo(f"error: cannot write {out}: {exc.strerror}", err=True)
+            raise typer.Exit(1) from exc
         typer.echo(f"wrote {out}", err=True)
 
 

@@ -85,13 +85,12 @@ def check(
     from ..contracts._breaking import LEVELS
     from ..contracts._breaking import check as find_breaking
     from ..contracts._lint import descriptor_set
-    from ..contracts._lock import at_git_revision, read_lock
+    from ..contracts._lock import read_baseline
 
     if level not in LEVELS:
         raise typer.BadParameter(f"level must be one of {', '.join(LEVELS)}", param_hint="--level")
     try:
-        baseline = read_lock(Path(against)) if Path(against).is_file() else at_git_revision(source, against)
-        changes = find_breaking(baseline, descriptor_set(source, with_imports=True), level)
+        changes = find_breaking(read_baseline(source, against), descriptor_set(source, with_imports=True), level)
     except ContractError as exc:
         console.print(f"error: {exc}")
         raise typer.Exit(1) from exc

@@ -23,7 +23,10 @@ def load_app(target: str) -> App:
         raise typer.BadParameter("expected module:app or module:factory(), e.g. myservice.main:app", param_hint="APP")
     if "" not in sys.path and "." not in sys.path:
         sys.path.insert(0, "")
-    module = importlib.import_module(module_name)
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise typer.BadParameter(f"cannot import {module_name}: {exc}", param_hint="APP") from exc
     found = getattr(module, attribute, None)
     if call:
         if not callable(found):

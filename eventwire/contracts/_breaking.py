@@ -32,6 +32,7 @@ from ._versions import (
     features,
     file_name,
     in_map_entries,
+    language_feature,
     message_ranges,
     message_type,
     nested_name,
@@ -95,7 +96,10 @@ _FILE_OPTIONS = (
     "ruby_package",
     "swift_prefix",
 )
-_STRING_PIECE = descriptor_pb2.FieldOptions.STRING_PIECE
+# FeatureSet extensions pb.cpp and pb.java, and the features read from them (google/protobuf/*_features.proto)
+_CPP_FEATURES, _CPP_STRING_TYPE = 1000, 2
+_CPP_STRING_TYPES = {1: "VIEW", 2: "CORD", 3: "STRING"}
+_JAVA_FEATURES, _JAVA_UTF8_VALIDATION, _JAVA_VERIFY = 1001, 2, 2
 
 
 @dataclass(frozen=True, order=True)
@@ -356,32 +360,37 @@ def _same_jstype(pair: VersionPair, before: FieldDescriptor, after: FieldDescrip
     return f"changed option jstype from {old} to {new}" if old != new else None
 
 
-def _cpp_string_type(field: FieldDescriptor) -> tuple[int, bool]:
-    options = field.GetOptions()
-    if options.HasField("ctype") and options.ctype == _STRING_PIECE:
-        return descriptor_pb2.FieldOptions.STRING, True
-    return (options.ctype if options.HasField("ctype") else descriptor_pb2.FieldOptions.STRING), False
+def _cpp_string_type(contracts: Contracts, field: FieldDescriptor) -> tuple[str, bool]:
+    """The C++ string type (and whether it is a STRING_PIECE): ``ctype`` before edition 2024, else pb.cpp."""
+    options = contracts.declared_field(field).options
+    if options.HasField("ctype") and contracts.edition[file_name(field)] < descriptor_pb2.EDITION_2024:
+        kind = descriptor_pb2.FieldOptions.CType.Name(options.ctype)
+        return ("STRING", True) if kind == "STRING_PIECE" else (kind, False)
+    string_type = language_feature(contracts, field, _CPP_FEATURES, _CPP_STRING_TYPE)
+    if string_type is not None:
+        return _CPP_STRING_TYPES.get(string_type, str(string_type)), False
+    return ("VIEW" if contracts.edition[file_name(field)] >= descriptor_pb2.EDITION_2024 else "STRING"), False
 
 
 def _same_cpp_string_type(pair: VersionPair, before: FieldDescriptor, after: FieldDescriptor) -> str | None:
     strings = (_F.TYPE_STRING, _F.TYPE_BYTES)
     if in_map_entries(before, after) or before.type not in strings or after.type not in strings:
         return None
-    old, new = _cpp_string_type(before), _cpp_string_type(after)
-    if old == new or (old[1] and new == (descriptor_pb2.FieldOptions.STRING, False)):
+    old, new = _cpp_string_type(pair.old, before), _cpp_string_type(pair.new, after)
+    if old == new or (old[1] and new == ("STRING", False)):  # STRING_PIECE to STRING is allowed
         return None
-    return "changed its C++ string type (ctype)"
+    return f"changed its C++ string type from {old[0]} to {new[0]}"
 
 
 def _utf8_validation(contracts: Contracts, field: FieldDescriptor, java: bool) -> int:
     resolved: int = features(field).utf8_validation
-    if (
-        java
-        and contracts.syntax[file_name(field)] != "editions"
-        and contracts.files[file_name(field)].GetOptions().java_string_check_utf8
-    ):
-        return descriptor_pb2.FeatureSet.VERIFY
-    return resolved
+    if not java:
+        return resolved
+    file_options = contracts.file_protos[file_name(field)].options
+    if contracts.syntax[file_name(field)] != "editions" or file_options.HasField("java_string_check_utf8"):
+        return descriptor_pb2.FeatureSet.VERIFY if file_options.java_string_check_utf8 else resolved
+    java_validation = language_feature(contracts, field, _JAVA_FEATURES, _JAVA_UTF8_VALIDATION)
+    return descriptor_pb2.FeatureSet.VERIFY if java_validation == _JAVA_VERIFY else resolved
 
 
 def _same_utf8(java: bool) -> _FieldCheck:
@@ -396,8 +405,9 @@ def _same_utf8(java: bool) -> _FieldCheck:
 
 def _required_fields(pair: VersionPair) -> _Changes:
     for before, after in pair.messages():
-        old = {f.number for f in before.fields if f.is_required}
-        new = {f.number for f in after.fields if f.is_required}
+        # The declared label, as buf reads it: an editions LEGACY_REQUIRED field is not counted.
+        old = {f.number for f in pair.old.proto(before).field if f.label == _F.LABEL_REQUIRED}
+        new = {f.number for f in pair.new.proto(after).field if f.label == _F.LABEL_REQUIRED}
         for number in sorted(old - new):
             yield (after.file.name, f"message {after.full_name} lost required field {number}")
         for number in sorted(new - old):

@@ -12,6 +12,7 @@ from google.protobuf import descriptor_pb2
 
 from .._errors import ContractError
 from ._lint import descriptor_set
+from ._versions import bundled_files
 
 
 def write_lock(descriptors: descriptor_pb2.FileDescriptorSet, path: Path) -> None:
@@ -20,14 +21,30 @@ def write_lock(descriptors: descriptor_pb2.FileDescriptorSet, path: Path) -> Non
     lock.CopyFrom(descriptors)
     for file in lock.file:
         file.ClearField("source_code_info")
-    path.write_bytes(lock.SerializeToString(deterministic=True))
+    try:
+        path.write_bytes(lock.SerializeToString(deterministic=True))
+    except OSError as exc:
+        raise ContractError(f"cannot write {path}: {exc.strerror}") from exc
 
 
 def read_lock(path: Path) -> descriptor_pb2.FileDescriptorSet:
     try:
-        return descriptor_pb2.FileDescriptorSet.FromString(path.read_bytes())
+        lock = descriptor_pb2.FileDescriptorSet.FromString(path.read_bytes())
     except Exception as exc:
         raise ContractError(f"{path} is not a lock file written by `eventwire schema lock`: {exc}") from exc
+    if all(file.name in bundled_files() for file in lock.file):
+        # An empty file parses as an empty set, and against nothing every change would pass.
+        raise ContractError(f"{path} holds no contracts: write it with `eventwire schema lock`")
+    return lock
+
+
+def read_baseline(source_dir: Path, against: str) -> descriptor_pb2.FileDescriptorSet:
+    """What ``schema check --against`` names: a lock file, else a git revision of ``source_dir``."""
+    if Path(against).is_file():
+        return read_lock(Path(against))
+    if Path(against).suffix == ".lock":
+        raise ContractError(f"no such lock file: {against}")
+    return at_git_revision(source_dir, against)
 
 
 def at_git_revision(source_dir: Path, revision: str) -> descriptor_pb2.FileDescriptorSet:
@@ -41,11 +58,15 @@ def at_git_revision(source_dir: Path, revision: str) -> descriptor_pb2.FileDescr
         return done.stdout
 
     root = Path(git("rev-parse", "--show-toplevel").decode().strip())
+    try:
+        git("rev-parse", "--verify", "--quiet", f"{revision}^{{commit}}")
+    except ContractError:
+        raise ContractError(f"{revision!r} is neither a lock file nor a commit of the git repository {root}") from None
     folder = source_dir.relative_to(root).as_posix() or "."
     archive = git("archive", "--format=tar", revision, "--", folder, cwd=root)
     with tempfile.TemporaryDirectory() as scratch, tarfile.open(fileobj=BytesIO(archive)) as tar:
-        tar.extractall(scratch, filter="data")
-        snapshot = Path(scratch) / folder
-        if not snapshot.is_dir():
-            raise ContractError(f"{folder} does not exist at {revision}")
-        return descriptor_set(snapshot, with_imports=True)
+        try:
+            tar.extractall(scratch, filter="data")
+        except (tarfile.TarError, OSError) as exc:
+            raise ContractError(f"cannot unpack {folder} at {revision}: {exc}") from exc
+        return descriptor_set(Path(scratch) / folder, with_imports=True)

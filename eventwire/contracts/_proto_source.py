@@ -38,11 +38,6 @@ def file_descriptor_proto(message_type: type[Message]) -> descriptor_pb2.FileDes
     return proto
 
 
-def proto_source(message_type: type[Message]) -> str:
-    """The ``.proto`` text of the file that defines ``message_type``."""
-    return render_file(file_descriptor_proto(message_type))
-
-
 @dataclass(frozen=True)
 class _Scope:
     """Where a definition is written: the full names around it, each with the type names declared in it.
@@ -52,6 +47,7 @@ class _Scope:
 
     syntax: str
     levels: tuple[tuple[str, frozenset[str]], ...]
+    root: str = ""  # the full name (".pkg.Type") of the message marked as the payload
 
     @property
     def full_name(self) -> str:
@@ -59,7 +55,7 @@ class _Scope:
 
     def enter(self, message: descriptor_pb2.DescriptorProto) -> _Scope:
         nested = frozenset(m.name for m in message.nested_type) | {e.name for e in message.enum_type}
-        return _Scope(self.syntax, (*self.levels, (f"{self.full_name}.{message.name}", nested)))
+        return _Scope(self.syntax, (*self.levels, (f"{self.full_name}.{message.name}", nested)), self.root)
 
     def type_ref(self, full_name: str) -> str:
         """``full_name`` (``.pkg.Type``) as short as protoc still resolves it to the same type.
@@ -77,11 +73,16 @@ class _Scope:
         return full_name
 
 
-def render_file(proto: descriptor_pb2.FileDescriptorProto) -> str:
+def render_file(proto: descriptor_pb2.FileDescriptorProto, root: str = "") -> str:
+    """The file as ``.proto`` text; ``root`` (a full message name) gets the ``// @RootNode`` mark.
+
+    AsyncAPI's Protobuf schema parser takes the marked message as the payload of a file
+    that declares several.
+    """
     syntax = proto.syntax or "proto2"
     if syntax not in ("proto2", "proto3"):
         raise ContractError(f"{proto.name}: cannot render syntax {syntax!r}; only proto2 and proto3 files")
-    scope = _Scope(syntax, ((f".{proto.package}" if proto.package else "", frozenset()),))
+    scope = _Scope(syntax, ((f".{proto.package}" if proto.package else "", frozenset()),), f".{root}" if root else "")
     blocks = [[f'syntax = "{syntax}";']]
     if proto.package:
         blocks.append([f"package {proto.package};"])
@@ -141,7 +142,8 @@ def _message(message: descriptor_pb2.DescriptorProto, outer: _Scope) -> list[str
     body.extend(_reserved_names(message.reserved_name))
     for block in _extends(message.extension, scope):
         body.extend(block)
-    return [f"message {message.name} {{", *_indented(body), "}"]
+    mark = ["// @RootNode"] if scope.full_name == scope.root else []
+    return [*mark, f"message {message.name} {{", *_indented(body), "}"]
 
 
 def _oneof(message: descriptor_pb2.DescriptorProto, index: int, scope: _Scope) -> list[str]:

@@ -50,6 +50,8 @@ class Contracts:
         except Exception as exc:
             raise ContractError(f"the contracts do not resolve ({exc}); write the lock file again") from exc
         self.syntax = {f.name: f.syntax or "proto2" for f in files.file}
+        self.edition = {f.name: f.edition for f in files.file}
+        self.file_protos = {f.name: f for f in files.file}
         self.messages: dict[str, Descriptor] = {}
         self.enums: dict[str, EnumDescriptor] = {}
         self.extensions: dict[tuple[str, int], FieldDescriptor] = {}
@@ -95,13 +97,22 @@ class Contracts:
             message.CopyToProto(found)
         return found
 
+    def declared_field(self, field: FieldDescriptor) -> descriptor_pb2.FieldDescriptorProto:
+        """The field as declared: its options as written (the runtime strips resolved features from them)."""
+        if field.is_extension:
+            scope = field.extension_scope
+            declared = (
+                self.proto(scope).extension if scope is not None else self.file_protos[file_name(field)].extension
+            )
+            return next(x for x in declared if x.name == field.name)
+        return next(f for f in self.proto(owner(field)).field if f.number == field.number)
+
     def oneof(self, field: FieldDescriptor) -> str | None:
         """The field's oneof, unless it is the synthetic one of a proto3 ``optional`` field."""
         oneof = field.containing_oneof
         if oneof is None or field.is_extension:
             return None
-        declared = next(f for f in self.proto(owner(field)).field if f.number == field.number)
-        return None if declared.proto3_optional else oneof.name
+        return None if self.declared_field(field).proto3_optional else oneof.name
 
 
 @dataclass(frozen=True)
@@ -203,3 +214,53 @@ def uncovered(ranges: Iterable[tuple[int, int]], by: Iterable[tuple[int, int]]) 
 
 def message_ranges(ranges: Iterable[Range]) -> list[tuple[int, int]]:
     return [(r.start, r.end - 1) for r in ranges]  # exclusive end in messages, inclusive in enums
+
+
+def _varint(data: bytes, position: int) -> tuple[int, int]:
+    value = shift = 0
+    while True:
+        byte = data[position]
+        value |= (byte & 0x7F) << shift
+        position += 1
+        shift += 7
+        if not byte & 0x80:
+            return value, position
+
+
+def _wire_fields(data: bytes) -> Iterator[tuple[int, int | bytes]]:
+    """(number, value) of each varint or length-delimited field of a serialized message."""
+    position = 0
+    while position < len(data):
+        key, position = _varint(data, position)
+        number, wire_type = key >> 3, key & 7
+        if wire_type == 0:
+            value, position = _varint(data, position)
+            yield number, value
+        elif wire_type == 2:
+            length, position = _varint(data, position)
+            yield number, data[position : position + length]
+            position += length
+        else:
+            position += {1: 8, 5: 4}[wire_type]
+
+
+def language_feature(contracts: Contracts, field: FieldDescriptor, extension: int, feature: int) -> int | None:
+    """A feature of the ``pb.cpp`` (1000) or ``pb.java`` (1001) FeatureSet extension set on ``field`` or around it.
+
+    The Python runtime ships no module for these extensions, so they stay unknown fields of the
+    declared options and are read from their wire form: the innermost explicit setting wins.
+    """
+    scopes: list[descriptor_pb2.FieldOptions | descriptor_pb2.MessageOptions | descriptor_pb2.FileOptions]
+    scopes = [contracts.declared_field(field).options]
+    message = None if field.is_extension else field.containing_type
+    while message is not None:
+        scopes.append(contracts.proto(message).options)
+        message = message.containing_type
+    scopes.append(contracts.file_protos[file_name(field)].options)
+    for options in scopes:
+        for number, value in _wire_fields(options.features.SerializeToString()):
+            if number == extension and isinstance(value, bytes):
+                found = [v for n, v in _wire_fields(value) if n == feature and isinstance(v, int)]
+                if found:
+                    return found[-1]
+    return None
