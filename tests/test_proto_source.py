@@ -128,6 +128,43 @@ extend OrderShipped {
 """
 
 
+MEMBERS = """
+edition = "2023";
+
+package shop.members.v1;
+
+option features.field_presence = IMPLICIT;
+
+enum Tier {
+  option features.enum_type = CLOSED;
+  TIER_GOLD = 1;
+  TIER_SILVER = 2;
+  reserved 9;
+  reserved TIER_BRONZE;
+}
+
+message MemberJoined {
+  option features.json_format = LEGACY_BEST_EFFORT;
+  string member_id = 1 [features.field_presence = LEGACY_REQUIRED];
+  Tier tier = 2 [features.field_presence = EXPLICIT, default = TIER_SILVER];
+  int32 points = 3;
+  repeated int32 codes = 4 [features.repeated_field_encoding = EXPANDED];
+  message Referral {
+    string code = 1;
+  }
+  Referral referral = 5 [features.message_encoding = DELIMITED];
+  string note = 6 [features.utf8_validation = NONE];
+  map<string, int32> counts = 7;
+  oneof contact {
+    string email = 8;
+    string phone = 9;
+  }
+  reserved 10 to 12;
+  reserved old_name;
+}
+"""
+
+
 def _write(root: Path, files: dict[str, str]) -> Path:
     for name, text in files.items():
         path = root / name
@@ -149,6 +186,7 @@ def test_rendered_files_compile_back_into_the_same_descriptors(tmp_path: Path) -
         "shop/catalog/v1/money.proto": MONEY,
         "shop/catalog/v1/catalog.proto": CATALOG,
         "legacy/v1/shipping.proto": LEGACY,
+        "shop/members/v1/members.proto": MEMBERS,
     }
     original = _compiled(_write(tmp_path / "original", sources))
     rendered = {name: render_file(file) for name, file in original.items()}
@@ -172,7 +210,9 @@ def test_a_generated_module_renders_its_file() -> None:
     assert "message StockReserved {" in render_file(file_descriptor_proto(StockReserved))
 
 
-def test_editions_files_are_refused() -> None:
-    file = descriptor_pb2.FileDescriptorProto(name="x.proto", syntax="editions")
-    with pytest.raises(ContractError, match="editions"):
+def test_language_specific_features_are_refused(tmp_path: Path) -> None:
+    text = 'edition = "2023";\npackage a.v1;\nimport "google/protobuf/cpp_features.proto";\n'
+    text += "message NoteAdded { string text = 1 [features.(pb.cpp).string_type = CORD]; }\n"
+    file = _compiled(_write(tmp_path, {"a/v1/a.proto": text}))["a/v1/a.proto"]
+    with pytest.raises(ContractError, match=r"pb\.cpp"):
         render_file(file)

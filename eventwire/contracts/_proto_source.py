@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from google.protobuf import descriptor_pb2, text_encoding, text_format
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.message import Message
+from google.protobuf.unknown_fields import UnknownFieldSet
 
 from .._errors import ContractError
 
@@ -27,8 +28,8 @@ _SCALARS = {
 _MAX_FIELD_NUMBER = 536_870_911
 _MAX_ENUM_NUMBER = 2_147_483_647
 _INDENT = "  "
-# Options the syntax expresses by other means (map<K, V>) or that proto2/proto3 files may not set.
-_IMPLICIT_OPTIONS = frozenset({"map_entry", "features"})
+# Options the syntax expresses by other means (map<K, V>).
+_IMPLICIT_OPTIONS = frozenset({"map_entry"})
 
 
 def file_descriptor_proto(message_type: type[Message]) -> descriptor_pb2.FileDescriptorProto:
@@ -80,10 +81,14 @@ def render_file(proto: descriptor_pb2.FileDescriptorProto, root: str = "") -> st
     that declares several.
     """
     syntax = proto.syntax or "proto2"
-    if syntax not in ("proto2", "proto3"):
-        raise ContractError(f"{proto.name}: cannot render syntax {syntax!r}; only proto2 and proto3 files")
+    if syntax == "editions":
+        header = f'edition = "{descriptor_pb2.Edition.Name(proto.edition).removeprefix("EDITION_")}";'
+    elif syntax in ("proto2", "proto3"):
+        header = f'syntax = "{syntax}";'
+    else:
+        raise ContractError(f"{proto.name}: cannot render syntax {syntax!r}")
     scope = _Scope(syntax, ((f".{proto.package}" if proto.package else "", frozenset()),), f".{root}" if root else "")
-    blocks = [[f'syntax = "{syntax}";']]
+    blocks = [[header]]
     if proto.package:
         blocks.append([f"package {proto.package};"])
     if proto.dependency:
@@ -91,7 +96,7 @@ def render_file(proto: descriptor_pb2.FileDescriptorProto, root: str = "") -> st
     if options := _options(proto.options):
         blocks.append([f"option {option};" for option in options])
     blocks += [_message(message, scope) for message in proto.message_type]
-    blocks += [_enum(enum) for enum in proto.enum_type]
+    blocks += [_enum(enum, syntax) for enum in proto.enum_type]
     blocks += _extends(proto.extension, scope)
     blocks += [_service(service, scope) for service in proto.service]
     return "\n\n".join("\n".join(block) for block in blocks) + "\n"
@@ -123,7 +128,7 @@ def _message(message: descriptor_pb2.DescriptorProto, outer: _Scope) -> list[str
             body.extend(_message(pending.pop(0)[1], scope))
 
     for enum in message.enum_type:
-        body.extend(_enum(enum))
+        body.extend(_enum(enum, scope.syntax))
     nested_before(min((index for index, _ in map_entries.values()), default=len(message.nested_type)))
     written_oneofs: set[int] = set()
     for field in message.field:
@@ -139,7 +144,7 @@ def _message(message: descriptor_pb2.DescriptorProto, outer: _Scope) -> list[str
     nested_before(len(message.nested_type))
     body.extend(_ranges("extensions", [(r.start, r.end - 1) for r in message.extension_range], _MAX_FIELD_NUMBER))
     body.extend(_ranges("reserved", [(r.start, r.end - 1) for r in message.reserved_range], _MAX_FIELD_NUMBER))
-    body.extend(_reserved_names(message.reserved_name))
+    body.extend(_reserved_names(message.reserved_name, scope.syntax))
     for block in _extends(message.extension, scope):
         body.extend(block)
     mark = ["// @RootNode"] if scope.full_name == scope.root else []
@@ -161,7 +166,7 @@ def _field_line(
     map_entry: descriptor_pb2.DescriptorProto | None = None,
     in_oneof: bool = False,
 ) -> str:
-    if field.type == _Field.TYPE_GROUP:
+    if field.type == _Field.TYPE_GROUP and scope.syntax != "editions":
         raise ContractError(f"field {field.name}: proto2 groups cannot be rendered")
     if map_entry is not None:
         key, value = map_entry.field
@@ -181,6 +186,8 @@ def _field_line(
 def _label(field: descriptor_pb2.FieldDescriptorProto, syntax: str, in_oneof: bool) -> str:
     if field.label == _Field.LABEL_REPEATED:
         return "repeated "
+    if syntax == "editions":
+        return ""  # presence is a feature in editions
     if field.proto3_optional:
         return "optional "
     if syntax == "proto2" and not in_oneof:
@@ -206,14 +213,14 @@ def _default_json_name(name: str) -> str:
     return parts[0] + "".join(p[:1].upper() + p[1:] for p in parts[1:])
 
 
-def _enum(enum: descriptor_pb2.EnumDescriptorProto) -> list[str]:
+def _enum(enum: descriptor_pb2.EnumDescriptorProto, syntax: str) -> list[str]:
     body = [f"option {option};" for option in _options(enum.options)]
     for value in enum.value:
         options = _options(value.options)
         suffix = f" [{', '.join(options)}]" if options else ""
         body.append(f"{value.name} = {value.number}{suffix};")
     body.extend(_ranges("reserved", [(r.start, r.end) for r in enum.reserved_range], _MAX_ENUM_NUMBER))
-    body.extend(_reserved_names(enum.reserved_name))
+    body.extend(_reserved_names(enum.reserved_name, syntax))
     return [f"enum {enum.name} {{", *_indented(body), "}"]
 
 
@@ -235,9 +242,10 @@ def _quoted(text: str) -> str:
     return '"' + text_encoding.CEscape(text.encode(), as_utf8=True) + '"'
 
 
-def _reserved_names(names: Iterable[str]) -> list[str]:
-    quoted = [_quoted(name) for name in names]
-    return [f"reserved {', '.join(quoted)};"] if quoted else []
+def _reserved_names(names: Iterable[str], syntax: str) -> list[str]:
+    """Reserved names are string literals in proto2 and proto3, identifiers in editions."""
+    written = [name if syntax == "editions" else _quoted(name) for name in names]
+    return [f"reserved {', '.join(written)};"] if written else []
 
 
 def _extends(fields: Iterable[descriptor_pb2.FieldDescriptorProto], scope: _Scope) -> list[list[str]]:
@@ -266,10 +274,21 @@ def _options(options: Message) -> list[str]:
     for field, value in options.ListFields():
         if field.name in _IMPLICIT_OPTIONS and not field.is_extension:
             continue
+        if field.name == "features" and not field.is_extension:
+            written += _features(value)
+            continue
         name = f"({field.full_name})" if field.is_extension else field.name
         values = value if field.is_repeated else [value]
         written += [f"{name} = {_option_value(field, item)}" for item in values]
     return written
+
+
+def _features(features: Message) -> list[str]:
+    """Editions features as ``features.name = VALUE`` (only editions files set them)."""
+    if UnknownFieldSet(features):
+        # The pb.cpp and pb.java extensions have no Python module: their settings cannot be named.
+        raise ContractError("language-specific features (pb.cpp, pb.java) cannot be rendered")
+    return [f"features.{field.name} = {_option_value(field, value)}" for field, value in features.ListFields()]
 
 
 def _option_value(field: FieldDescriptor, value: object) -> str:
