@@ -8,12 +8,15 @@ from functools import cache
 from pathlib import Path
 from typing import Protocol
 
-from google.protobuf import descriptor_pb2, descriptor_pool
+from google.protobuf import descriptor_pb2, descriptor_pool, empty_pb2
 from google.protobuf.descriptor import Descriptor, EnumDescriptor, FieldDescriptor, FileDescriptor
+from google.protobuf.message import Message
+from google.protobuf.unknown_fields import UnknownFieldSet
 
 from .._errors import ContractError
 
 EXPLICIT, IMPLICIT = "optional with explicit presence", "optional with implicit presence"
+_VARINT, _LENGTH_DELIMITED = 0, 2  # wire types
 
 
 class Range(Protocol):
@@ -216,39 +219,17 @@ def message_ranges(ranges: Iterable[Range]) -> list[tuple[int, int]]:
     return [(r.start, r.end - 1) for r in ranges]  # exclusive end in messages, inclusive in enums
 
 
-def _varint(data: bytes, position: int) -> tuple[int, int]:
-    value = shift = 0
-    while True:
-        byte = data[position]
-        value |= (byte & 0x7F) << shift
-        position += 1
-        shift += 7
-        if not byte & 0x80:
-            return value, position
-
-
-def _wire_fields(data: bytes) -> Iterator[tuple[int, int | bytes]]:
-    """(number, value) of each varint or length-delimited field of a serialized message."""
-    position = 0
-    while position < len(data):
-        key, position = _varint(data, position)
-        number, wire_type = key >> 3, key & 7
-        if wire_type == 0:
-            value, position = _varint(data, position)
-            yield number, value
-        elif wire_type == 2:
-            length, position = _varint(data, position)
-            yield number, data[position : position + length]
-            position += length
-        else:
-            position += {1: 8, 5: 4}[wire_type]
+def _unknown_fields(message: Message) -> list[tuple[int, int, object]]:
+    """(number, wire type, data) of each field ``message`` parsed but does not declare."""
+    unknown = UnknownFieldSet(message)
+    return [(f.field_number, f.wire_type, f.data) for f in (unknown[i] for i in range(len(unknown)))]
 
 
 def language_feature(contracts: Contracts, field: FieldDescriptor, extension: int, feature: int) -> int | None:
     """A feature of the ``pb.cpp`` (1000) or ``pb.java`` (1001) FeatureSet extension set on ``field`` or around it.
 
     The Python runtime ships no module for these extensions, so they stay unknown fields of the
-    declared options and are read from their wire form: the innermost explicit setting wins.
+    declared options: the innermost explicit setting wins.
     """
     scopes: list[descriptor_pb2.FieldOptions | descriptor_pb2.MessageOptions | descriptor_pb2.FileOptions]
     scopes = [contracts.declared_field(field).options]
@@ -258,9 +239,11 @@ def language_feature(contracts: Contracts, field: FieldDescriptor, extension: in
         message = message.containing_type
     scopes.append(contracts.file_protos[file_name(field)].options)
     for options in scopes:
-        for number, value in _wire_fields(options.features.SerializeToString()):
-            if number == extension and isinstance(value, bytes):
-                found = [v for n, v in _wire_fields(value) if n == feature and isinstance(v, int)]
+        for number, wire_type, data in _unknown_fields(options.features):
+            if number == extension and wire_type == _LENGTH_DELIMITED and isinstance(data, bytes):
+                # Parsed as an Empty message, the extension's fields all stay unknown: read them as such.
+                values = _unknown_fields(empty_pb2.Empty.FromString(data))
+                found = [v for n, w, v in values if n == feature and w == _VARINT and isinstance(v, int)]
                 if found:
                     return found[-1]
     return None
