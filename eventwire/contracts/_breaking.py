@@ -231,8 +231,7 @@ def _enum_value_no_delete(number_reserved: bool, name_reserved: bool) -> _Rule:
     def rule(pair: VersionPair) -> _Changes:
         for before, after in pair.enums():
             now = {v.number for v in after.values}
-            declared = descriptor_pb2.EnumDescriptorProto()
-            after.CopyToProto(declared)
+            declared = pair.new.enum_proto(after)
             reserved = [(r.start, r.end) for r in declared.reserved_range]
             for number in sorted({v.number for v in before.values} - now):
                 names = [v.name for v in before.values if v.number == number]
@@ -423,9 +422,7 @@ def _message_reserved_kept(pair: VersionPair) -> _Changes:
 
 def _enum_reserved_kept(pair: VersionPair) -> _Changes:
     for before_enum, after_enum in pair.enums():
-        old_enum, new_enum = descriptor_pb2.EnumDescriptorProto(), descriptor_pb2.EnumDescriptorProto()
-        before_enum.CopyToProto(old_enum)
-        after_enum.CopyToProto(new_enum)
+        old_enum, new_enum = pair.old.enum_proto(before_enum), pair.new.enum_proto(after_enum)
         old_ranges = [(r.start, r.end) for r in old_enum.reserved_range]
         yield from _ranges_kept(after_enum, "reserved", old_ranges, new_enum.reserved_range, exclusive=False)
         yield from _names_kept(after_enum, old_enum.reserved_name, new_enum.reserved_name)

@@ -12,6 +12,7 @@ from typing import Literal
 from google.protobuf import descriptor_pb2
 
 from .._errors import ContractError
+from ._codegen import run_protoc
 from ._naming import check_event_name, check_package
 
 Severity = Literal["error", "warning"]
@@ -41,25 +42,10 @@ def descriptor_set(source_dir: Path, *, with_imports: bool = False) -> descripto
 
     ``with_imports`` adds the imported well-known types, so the set resolves on its own.
     """
-    from grpc_tools import protoc
-
-    protos = sorted(p.relative_to(source_dir).as_posix() for p in source_dir.rglob("*.proto"))
-    if not protos:
-        raise ContractError(f"no .proto files under {source_dir}")
-    include = str(Path(protoc.__file__).parent / "_proto")
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch) / "set.pb"
-        args = [
-            "protoc",
-            f"-I{source_dir}",
-            f"-I{include}",
-            f"--descriptor_set_out={out}",
-            "--include_source_info",
-            *(["--include_imports"] if with_imports else []),
-            *protos,
-        ]
-        if protoc.main(args) != 0:
-            raise ContractError(f"protoc failed on {source_dir} (its message is printed above)")
+        options = [f"--descriptor_set_out={out}", "--include_source_info"]
+        run_protoc(source_dir, *options, *(["--include_imports"] if with_imports else []))
         return descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes())
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from functools import cache
-from pathlib import Path
 from typing import Protocol
 
 from google.protobuf import descriptor_pb2, descriptor_pool, empty_pb2
@@ -14,6 +13,7 @@ from google.protobuf.message import Message
 from google.protobuf.unknown_fields import UnknownFieldSet
 
 from .._errors import ContractError
+from ._codegen import well_known_types_dir
 
 EXPLICIT, IMPLICIT = "optional with explicit presence", "optional with implicit presence"
 _VARINT, _LENGTH_DELIMITED = 0, 2  # wire types
@@ -35,9 +35,7 @@ class Range(Protocol):
 @cache
 def bundled_files() -> frozenset[str]:
     """The well-known types grpcio-tools ships: imports of the contracts, not part of them."""
-    from grpc_tools import protoc
-
-    include = Path(protoc.__file__).parent / "_proto"
+    include = well_known_types_dir()
     return frozenset(p.relative_to(include).as_posix() for p in include.rglob("*.proto"))
 
 
@@ -64,6 +62,7 @@ class Contracts:
             k: {} for k in ("message", "enum", "service", "extension")
         }
         self._protos: dict[str, descriptor_pb2.DescriptorProto] = {}
+        self._enum_protos: dict[str, descriptor_pb2.EnumDescriptorProto] = {}
         for file in self.files.values():
             for service in file.services_by_name.values():
                 self.services[service.full_name] = descriptor_pb2.ServiceDescriptorProto()
@@ -98,6 +97,14 @@ class Contracts:
         if found is None:
             found = self._protos[message.full_name] = descriptor_pb2.DescriptorProto()
             message.CopyToProto(found)
+        return found
+
+    def enum_proto(self, enum: EnumDescriptor) -> descriptor_pb2.EnumDescriptorProto:
+        """The enum as declared: its reserved ranges and names."""
+        found = self._enum_protos.get(enum.full_name)
+        if found is None:
+            found = self._enum_protos[enum.full_name] = descriptor_pb2.EnumDescriptorProto()
+            enum.CopyToProto(found)
         return found
 
     def declared_field(self, field: FieldDescriptor) -> descriptor_pb2.FieldDescriptorProto:
