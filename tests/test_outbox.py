@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 from collections import defaultdict
 from collections.abc import AsyncIterator
@@ -207,6 +208,42 @@ async def test_concurrent_relays_publish_each_event_once_in_key_order(
     for orders_of_key in by_key.values():
         assert orders_of_key == sorted(orders_of_key)
     assert sum(relay.published for relay in relays) == 600  # no row was marked twice
+
+
+async def test_a_refused_first_row_holds_back_the_rest_of_its_key(
+    engine: AsyncEngine, jetstream_server: EmbeddedServer
+) -> None:
+    """The stream refuses a key's first row for good (too large): its later rows wait, other keys go on."""
+    transport = await JetStreamTransport.connect(ConnectOptions.from_url(jetstream_server.url))
+    declared = Stream(unique("OB"), (unique("outbox") + ".>",), max_msg_size=2048)
+    await transport.ensure_stream(declared)
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    outbox = Outbox(source="/services/orders")
+    subject = subject_of(declared)
+    for order_id, key in [("k-big", "k"), ("other-1", "other"), ("k-2", "k"), ("k-3", "k"), ("other-2", "other")]:
+        size = 4096 if order_id == "k-big" else 0
+        async with sessions() as session, session.begin():
+            await outbox.add(session, OrderCreated(order_id=order_id, customer_id="x" * size), subject=subject, key=key)
+    relay = OutboxRelay(engine, publish_deadline=1.0)
+    try:
+        assert await relay.relay_once(transport) == 2
+        assert await relay.relay_once(transport) == 0  # refused again; nothing behind it overtakes it
+        assert [order for *_, order in await stored(jetstream_server, declared)] == ["other-1", "other-2"]
+        async with engine.connect() as conn:
+            pending = (
+                await conn.execute(
+                    select(outbox_table.c.key_seq)
+                    .where(outbox_table.c.sent_at.is_(None), outbox_table.c.event_key == "k")
+                    .order_by(outbox_table.c.key_seq)
+                )
+            ).all()
+        assert [row.key_seq for row in pending] == [1, 2, 3]
+        await transport.ensure_stream(dataclasses.replace(declared, max_msg_size=None))  # the operator's fix
+        assert await relay.relay_once(transport) == 3
+        published = [order for *_, order in await stored(jetstream_server, declared)]
+        assert published == ["other-1", "other-2", "k-big", "k-2", "k-3"]
+    finally:
+        await transport.close()
 
 
 async def test_relay_keeps_rows_while_the_broker_is_down(engine: AsyncEngine, fresh_server: EmbeddedServer) -> None:

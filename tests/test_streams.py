@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import dataclasses
+from typing import Any
+
 import pytest
 from nats.aio.client import Client as NatsClient
 
@@ -66,6 +69,29 @@ async def test_durable_is_created_and_updated(transport: JetStreamTransport, raw
     await transport.ensure_durable(Durable("svc-x", name, f"{name}.a", ack_wait=7, max_deliver=4))
     info = await raw_nc.jetstream().consumer_info(name, "svc-x")
     assert (info.config.ack_wait, info.config.max_deliver, info.config.filter_subject) == (7, 4, f"{name}.a")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("ack_wait", 7.0), ("max_deliver", 4), ("max_ack_pending", 50), ("filter_subject", "{stream}.b")],
+)
+async def test_each_durable_setting_reaches_the_server_on_its_own(
+    transport: JetStreamTransport, raw_nc: NatsClient, field: str, value: object
+) -> None:
+    name = unique("S")
+    await transport.ensure_stream(Stream(name, (f"{name}.>",)))
+    before = Durable("svc-x", name, f"{name}.a", ack_wait=5, max_deliver=3, max_ack_pending=100)
+    await transport.ensure_durable(before)
+    change: dict[str, Any] = {field: value.format(stream=name) if isinstance(value, str) else value}
+    after = dataclasses.replace(before, **change)
+    await transport.ensure_durable(after)
+    config = (await raw_nc.jetstream().consumer_info(name, "svc-x")).config
+    assert (config.ack_wait, config.max_deliver, config.max_ack_pending, config.filter_subject) == (
+        after.ack_wait,
+        after.max_deliver,
+        after.max_ack_pending,
+        after.filter_subject,
+    )
 
 
 @pytest.mark.parametrize(

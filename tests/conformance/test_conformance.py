@@ -6,7 +6,10 @@ A case that fails on one transport only is a bug in the memory transport.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -15,18 +18,21 @@ from eventwire import (
     Backoff,
     Delivery,
     Outgoing,
+    Publication,
     PublishAck,
     Publisher,
     PublishError,
     RetryPolicy,
+    StreamConfigError,
     WrongLastSequence,
 )
+from eventwire._delivery import OrderingMode, UnknownTypePolicy
 from eventwire._streams import Durable
 from eventwire.server import EmbeddedServer
 from eventwire.testing import running
-from eventwire.transport import ConnectOptions, InboundMessage, JetStreamTransport, Transport
+from eventwire.transport import ConnectOptions, InboundMessage, JetStreamTransport, MessageSource, Transport
 
-from ..events import OrderCreated
+from ..events import OrderCreated, StockReserved
 from .conftest import Backend
 
 # A virtual clock far from zero adds up 0.6 three times as 1.7999999999.
@@ -447,3 +453,151 @@ async def test_server_restart_mid_stream(fresh_server: EmbeddedServer) -> None:
         assert info.state.messages == 200
     finally:
         await nc_transport.close()
+
+
+@pytest.mark.parametrize(
+    ("field", "before", "after"),
+    [("storage", "file", "memory"), ("retention", "limits", "workqueue"), ("retention", "limits", "interest")],
+)
+async def test_incompatible_stream_change_is_refused_and_the_stream_kept(
+    backend: Backend, field: str, before: str, after: str
+) -> None:
+    declared: dict[str, Any] = {field: before}
+    changed: dict[str, Any] = {field: after}
+    stream = backend.stream(**declared)
+    transport = await backend.connect()
+    await transport.ensure_stream(stream)
+    await publish_raw(transport, f"{stream.name}.a", 1)
+    with pytest.raises(StreamConfigError, match=field) as caught:
+        await transport.ensure_stream(dataclasses.replace(stream, **changed))
+    assert caught.value.field == field
+    assert await backend.stream_messages(stream.name) == 1
+    await transport.ensure_stream(stream)  # the declaration it was created with is still accepted
+
+
+@pytest.mark.parametrize("ordered_by", [None, "key"])
+async def test_fetched_events_waiting_for_a_worker_are_not_redelivered(
+    backend: Backend, ordered_by: OrderingMode | None
+) -> None:
+    """Six fetched events, one handled at a time for 0.6 s each: the last waits 3 s, past its ack_wait of 2 s.
+
+    With ``ordered_by="key"`` the events share a key, so the second worker parks them behind the first.
+    The prefetch leaves room, so a pull is always waiting and the server could redeliver at once.
+    """
+    stream = backend.stream()
+    deliveries: list[tuple[str, int]] = []
+    app = App("cf")
+
+    @app.handler(
+        OrderCreated,
+        stream=stream,
+        ack_wait=2.0,
+        prefetch=12,
+        concurrency=1 if ordered_by is None else 2,
+        ordered_by=ordered_by,
+    )
+    async def slow(event: OrderCreated, delivery: Delivery) -> None:
+        deliveries.append((event.order_id, delivery.delivery_count))
+        await asyncio.sleep(0.6)
+
+    async with running(app, await backend.connect()) as probe:
+        await app.publisher.publish_many([Outgoing(order(i), subject=f"{stream.name}.a", key="same") for i in range(6)])
+        await probe.wait_until(lambda: len([s for s in probe.settlements if s.outcome == "ack"]) >= 6)
+        await asyncio.sleep(2.5)  # a redelivery, had there been one, arrives within ack_wait
+    assert deliveries == [(f"o-{i}", 1) for i in range(6)]
+
+
+class HeldUntilStop:
+    """Wraps a transport: the first delivery stays on its way until the consumer stops pulling.
+
+    What nats-py's drain does to a message the server sent just before the pull ended: it reaches
+    the consumer while ``stop()`` is under way.
+    """
+
+    def __init__(self, inner: Transport) -> None:
+        self.inner = inner
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    async def pull(
+        self, durable: Durable, sink: Callable[[InboundMessage], None], capacity: Callable[[], int], *, min_batch: int
+    ) -> MessageSource:
+        held: list[InboundMessage] = []
+
+        def hold_first(message: InboundMessage) -> None:
+            if not held:
+                held.append(message)
+                return
+            sink(message)
+
+        source = await self.inner.pull(durable, hold_first, capacity, min_batch=min_batch)
+
+        class ReleasingSource:
+            def notify(self) -> None:
+                source.notify()
+
+            async def stop(self) -> None:
+                await source.stop()
+                for message in held:
+                    sink(message)
+
+        return ReleasingSource()
+
+
+async def test_event_arriving_during_stop_is_handed_back_at_once(backend: Backend) -> None:
+    stream = backend.stream()
+    handled: list[int] = []
+
+    def build() -> App:
+        app = App("cf")
+
+        @app.handler(OrderCreated, stream=stream, ack_wait=30.0)
+        async def collect(event: OrderCreated, delivery: Delivery) -> None:
+            handled.append(delivery.delivery_count)
+
+        return app
+
+    first = build()
+    held = HeldUntilStop(await backend.connect())
+    async with running(first, held) as first_probe:  # type: ignore[arg-type]
+        await first.publisher.publish(order(1), subject=f"{stream.name}.a")
+        await asyncio.sleep(0.5)
+        assert handled == []  # still on its way
+    second = build()
+    async with running(second, await backend.connect()) as probe:
+        # Well inside ack_wait: the nak handed it back, the server did not have to time it out.
+        await probe.wait_until(lambda: len(handled) == 1, timeout=5.0)
+    assert handled == [2]
+    assert [(s.outcome, s.delivery_count, s.delay) for s in first_probe.settlements] == [("nak", 1, None)]
+
+
+@pytest.mark.parametrize("policy", ["skip", "dead-letter"])
+async def test_registered_type_the_handler_does_not_take(backend: Backend, policy: UnknownTypePolicy) -> None:
+    stream = backend.stream()
+    subject = f"{stream.name}.a"
+    handled: list[str] = []
+    app = App("cf", streams=[stream], publishes=[Publication(StockReserved, subject)])
+
+    @app.handler(OrderCreated, stream=stream, unknown_types=policy)
+    async def orders(event: OrderCreated) -> None:
+        handled.append(event.order_id)
+
+    async with running(app, await backend.connect()) as probe:
+        (settlement,) = await probe.publish(StockReserved(order_id="r-1"), subject=subject)
+        after = await probe.publish(order(2), subject=subject)
+        letters = [p for p in probe.published if p.subject.startswith("dlq.")]
+    assert [s.outcome for s in after] == ["ack"]
+    assert handled == ["o-2"]
+    assert settlement.ce_type == "shop.inventory.v1.StockReserved"
+    assert settlement.reason is not None
+    if policy == "skip":
+        assert settlement.outcome == "ack"
+        assert settlement.reason == "handler orders does not handle this type; skipped"
+        assert letters == []
+    else:
+        assert settlement.outcome == "term"
+        assert settlement.reason.startswith("dead-lettered, unknown-type: handler orders does not handle type")
+        (letter,) = letters
+        assert letter.subject == "dlq.cf.orders"
+        assert letter.envelope is not None and letter.envelope.type == "shop.inventory.v1.StockReserved"

@@ -1,15 +1,15 @@
 """A billing service for crash tests: each OrderCreated leaves one row in test_effects, through the inbox.
 
 Configured by environment: TEST_DB (SQLAlchemy URL), TEST_STREAM (stream name, subjects ``<name>.>``),
-TEST_ACK_WAIT (seconds), TEST_PREFETCH, TEST_HANDLER_SECONDS (time one event takes), and TEST_KILL_AFTER_COMMIT
-(probability of SIGKILL right after the inbox transaction commits and before the ack).
+TEST_ACK_WAIT (seconds), TEST_PREFETCH and TEST_HANDLER_SECONDS (time one event takes). A supervisor that forks
+the service (tests.services.crashloop) sets ``kill_at_commit`` to have the process SIGKILL itself right after that
+many inbox transactions have committed, before the ack.
 """
 
 from __future__ import annotations
 
 import asyncio
 import os
-import random
 import signal
 
 from sqlalchemy import Column, MetaData, String, Table, insert
@@ -23,19 +23,22 @@ effects_metadata = MetaData()
 effects = Table("test_effects", effects_metadata, Column("event_id", String(100)), Column("order_id", String(50)))
 
 STREAM = Stream(os.environ["TEST_STREAM"], (os.environ["TEST_STREAM"] + ".>",))
-KILL_AFTER_COMMIT = float(os.environ.get("TEST_KILL_AFTER_COMMIT", "0"))
 HANDLER_SECONDS = float(os.environ.get("TEST_HANDLER_SECONDS", "0"))
 
 engine = create_async_engine(os.environ["TEST_DB"])
 inbox = Inbox(async_sessionmaker(engine, expire_on_commit=False))
+kill_at_commit: int | None = None
+_commits = 0
 
 
 def crash_after_commit(next_step: Next) -> Next:
     """Outside the inbox: its transaction has committed, the ack is not sent yet."""
 
     async def maybe_crash(delivery: Delivery) -> None:
+        global _commits
         await next_step(delivery)
-        if KILL_AFTER_COMMIT and random.random() < KILL_AFTER_COMMIT:
+        _commits += 1
+        if _commits == kill_at_commit:
             os.kill(os.getpid(), signal.SIGKILL)
 
     return maybe_crash

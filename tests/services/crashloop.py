@@ -1,10 +1,12 @@
 """Supervisor for the kill-after-commit test: forks billing consumers until the work is done.
 
-``python -m tests.services.crashloop EXPECTED NATS_URL`` (plus the billing service's environment).
-Imports happen once, here; each child is forked, runs the billing App and either SIGKILLs itself
-right after a commit (TEST_KILL_AFTER_COMMIT) or exits 0 once the durable has nothing left.
-Prints the number of children killed. The supervisor opens no connection and runs no thread, so
-forking it is safe.
+``python -m tests.services.crashloop NATS_URL KILLS`` (plus the billing service's environment).
+Imports happen once, here; each child is forked and runs the billing App. The first KILLS children
+SIGKILL themselves right after a commit, before its ack: every other one after its first commit, the
+rest after their second, so acks and kills interleave. A killing child acks at most one event, so
+the work cannot finish before the last kill. Later children run until the durable has nothing left
+and exit 0. Prints the number of children killed. The supervisor opens no connection and runs no
+thread, so forking it is safe.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import sys
 
 import nats
 
+from tests.services import billing
 from tests.services.billing import STREAM, app
 
 
@@ -35,9 +38,10 @@ async def _consume_until_done(url: str) -> None:
 
 def main() -> None:
     url = sys.argv[1]
-    limit = int(sys.argv[2]) if len(sys.argv) > 2 else 10_000
+    kills = int(sys.argv[2])
     killed = 0
-    for _ in range(limit):
+    for _ in range(kills + 100):
+        billing.kill_at_commit = 1 + killed % 2 if killed < kills else None
         child = os.fork()
         if child == 0:
             asyncio.run(_consume_until_done(url))
