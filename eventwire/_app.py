@@ -13,6 +13,7 @@ from typing import Protocol, TypeVar
 
 from google.protobuf.message import Message
 
+from ._connect_options import ConnectOptions, resolve_connect_options, split_servers
 from ._consumer import Consumer
 from ._dead_letters import DeadLetterWriter, dead_letter_stream
 from ._delivery import HandlerFunc, HandlerSpec, Middleware, OrderingMode, SettlementListener, UnknownTypePolicy
@@ -23,11 +24,11 @@ from ._retry import RetryPolicy
 from ._streams import Durable, Stream, check_name, check_subject, subject_matches
 from .contracts import PROTOBUF, EventRegistry
 from .server import EmbeddedServer
-from .transport import ConnectOptions, JetStreamTransport, Transport
+from .transport import JetStreamTransport, Transport
 
 logger = logging.getLogger("eventwire.app")
 
-URL_ENV = "EVENTWIRE_URL"
+URL_ENV = "EVENTWIRE_URL"  # the other EVENTWIRE_* connection variables: eventwire._connect_options
 F = TypeVar("F", bound=HandlerFunc)
 
 
@@ -42,8 +43,11 @@ class BackgroundRelay(Protocol):
 class App:
     """A service: declares streams and handlers, and runs them until told to stop.
 
-    The server is the ``url`` given to :meth:`start` or the constructor, else
-    ``$EVENTWIRE_URL``, else an embedded nats-server started for this App.
+    The server and credentials are the ``connect`` options (with ``url``, given
+    to :meth:`start` or the constructor, replacing their servers); without
+    them, the ``EVENTWIRE_*`` environment variables or the NATS CLI context
+    they name (docs/connecting.md); else an embedded nats-server started for
+    this App.
     ``publishes`` declares what the service publishes (see :class:`Publication`);
     each subject must lie within one of ``streams``.
     """
@@ -100,6 +104,7 @@ class App:
         self._stop_requested = asyncio.Event()
         self._signals_seen = 0
         self._started = False
+        self._starting: asyncio.Future[None] | None = None
 
     def _add_stream(self, stream: Stream) -> None:
         known = self._streams.get(stream.name)
@@ -122,6 +127,11 @@ class App:
             )
         self.registry.register(publication.event_type)
         self._publications.append(publication)
+
+    @property
+    def connect_options(self) -> ConnectOptions | None:
+        """The connection options given in code, if any."""
+        return self._connect
 
     @property
     def streams(self) -> tuple[Stream, ...]:
@@ -239,13 +249,15 @@ class App:
 
     # -- lifecycle -----------------------------------------------------------------------------
 
-    async def start(self, url: str | None = None, *, transport: Transport | None = None) -> None:
+    async def start(
+        self, url: str | None = None, *, transport: Transport | None = None, connect: ConnectOptions | None = None
+    ) -> None:
         """Connect, provision streams and durables, and start consuming."""
         if self._started:
             raise RuntimeError(f"App {self.name!r} is already running")
         self._stop_requested.clear()
         try:
-            self._transport = transport or await self._connect_transport(url)
+            self._transport = transport or await self._connect_transport(url, connect)
             for stream in self._streams.values():
                 await self._transport.ensure_stream(stream)
             self._publisher = Publisher(
@@ -281,32 +293,47 @@ class App:
         self._started = True
         logger.info("%s started: %d handler(s) on %d stream(s)", self.name, len(self._handlers), len(self._streams))
 
-    async def _connect_transport(self, url: str | None) -> JetStreamTransport:
-        url = url or self.url or os.environ.get(URL_ENV)
-        if url is None and self._connect is None:
+    async def _connect_transport(self, url: str | None, connect: ConnectOptions | None) -> JetStreamTransport:
+        url = url or self.url
+        options = connect or self._connect
+        if options is None:
+            options = resolve_connect_options(url=url)
+        elif url is not None:
+            options = dataclasses.replace(options, servers=split_servers(url))
+        if options is None:
             logger.warning(
                 "%s: no server URL configured; starting an embedded nats-server with a temporary store", self.name
             )
             self._server = await EmbeddedServer().start_async()
-            url = self._server.url
-            logger.warning("%s: embedded nats-server (pid %s) on %s", self.name, self._server.pid, url)
-        options = self._connect or ConnectOptions()
-        if url is not None:
-            options = dataclasses.replace(options, servers=tuple(s.strip() for s in url.split(",") if s.strip()))
+            logger.warning("%s: embedded nats-server (pid %s) on %s", self.name, self._server.pid, self._server.url)
+            options = ConnectOptions.from_url(self._server.url)
         if options.name is None:
             options = dataclasses.replace(options, name=self.name)
         return await JetStreamTransport.connect(
             options, pull_expires=self._pull_expires, idle_heartbeat=self._idle_heartbeat
         )
 
+    def problems(self) -> list[str]:
+        """Why this App is not healthy: handlers stopped for good, a lost connection; empty when healthy."""
+        found = [f"handler {c.spec.name}: {c.failure}" for c in self._consumers if c.failure is not None]
+        if self._started and self._transport is not None and not self._transport.connected:
+            found.append("not connected to NATS")
+        return found
+
     async def stop(self) -> None:
         """Graceful shutdown (DESIGN §7). Durables are kept: a restart resumes where this stopped."""
         if not self._started:
             return
         self._started = False
-        logger.info("%s stopping: finishing in-flight handlers (up to %gs)", self.name, self.shutdown_timeout)
-        await asyncio.gather(*(c.stop(self.shutdown_timeout) for c in self._consumers))
-        if self._publisher is not None and not await self._publisher.flush(self.shutdown_timeout):
+        grace = self.shutdown_timeout
+        if self._transport is not None and not self._transport.connected:
+            # Nothing can be acked or published until the connection is back: waiting only delays the exit.
+            grace = 0.0
+            logger.warning("%s stopping while disconnected: in-flight deliveries are left to the server", self.name)
+        else:
+            logger.info("%s stopping: finishing in-flight handlers (up to %gs)", self.name, grace)
+        await asyncio.gather(*(c.stop(grace) for c in self._consumers))
+        if self._publisher is not None and not await self._publisher.flush(grace):
             logger.warning("%s: publishes still unacknowledged at shutdown", self.name)
         for relay in self._relays:
             await relay.stop()  # after its current batch
@@ -325,10 +352,12 @@ class App:
         """Ask :meth:`run` to shut down gracefully."""
         self._stop_requested.set()
 
-    async def run(self, url: str | None = None, *, handle_signals: bool = True) -> None:
+    async def run(
+        self, url: str | None = None, *, connect: ConnectOptions | None = None, handle_signals: bool = True
+    ) -> None:
         """Start, serve until SIGTERM/SIGINT (or :meth:`request_stop`), then shut down gracefully.
 
-        A second signal exits the process at once.
+        A signal while the first connect is under way ends it at once; a second signal exits the process.
         """
         loop = asyncio.get_running_loop()
         handled = (signal.SIGTERM, signal.SIGINT)
@@ -336,7 +365,16 @@ class App:
             for sig in handled:
                 loop.add_signal_handler(sig, self._on_signal, sig)
         try:
-            await self.start(url)
+            self._starting = asyncio.ensure_future(self.start(url, connect=connect))
+            try:
+                await self._starting
+            except asyncio.CancelledError:
+                if self._stop_requested.is_set() and not self._cancelling():
+                    logger.info("%s: stopped before it was running", self.name)
+                    return
+                raise
+            finally:
+                self._starting = None
             await self._stop_requested.wait()
             await self.stop()
         finally:
@@ -344,11 +382,20 @@ class App:
                 for sig in handled:
                     loop.remove_signal_handler(sig)
 
+    @staticmethod
+    def _cancelling() -> bool:
+        task = asyncio.current_task()
+        return task is not None and task.cancelling() > 0
+
     def _on_signal(self, sig: signal.Signals) -> None:
         self._signals_seen += 1
         if self._signals_seen == 1:
-            logger.info("%s: %s received; shutting down gracefully (again to exit at once)", self.name, sig.name)
             self.request_stop()
+            if self._starting is not None and not self._starting.done():
+                logger.info("%s: %s received while starting; stopping", self.name, sig.name)
+                self._starting.cancel()
+                return
+            logger.info("%s: %s received; shutting down gracefully (again to exit at once)", self.name, sig.name)
             return
         logger.warning("%s: second %s; exiting now", self.name, sig.name)
         if self._server is not None:

@@ -8,6 +8,12 @@ nak with the retry policy's delay; a permanent error, exhausted deliveries or
 input that can never be handled (bad envelope, undecodable or oversized
 payload, unregistered type) → dead letter, then term. If the dead letter
 cannot be stored, the original is nak'd instead: it is never lost.
+
+Only what is still ours is dispatched: a fetched event that waited here past
+its ack_wait (a paused process, a stalled loop) belongs to the server again,
+which has redelivered it or will. A pull whose requests or acks the server
+refuses stops the handler with an ERROR; it never re-runs handlers whose acks
+cannot land.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from ._delivery import (
     log_fields,
 )
 from ._envelope import Envelope, parse_message
-from ._errors import DecodeError, EnvelopeError
+from ._errors import DecodeError, EnvelopeError, EventwireError
 from ._publisher import Publisher
 from ._retry import Retry
 from .contracts import PROTOBUF, EventRegistry, codec_for
@@ -82,6 +88,8 @@ class Consumer:
         self._settling: set[asyncio.Task[None]] = set()
         self.handled = 0
         self.redelivered = 0
+        self.expired = 0
+        self.failure: EventwireError | None = None
 
     @property
     def spec(self) -> HandlerSpec:
@@ -103,7 +111,11 @@ class Consumer:
     async def start(self) -> None:
         spec = self._spec
         self._source = await self._transport.pull(
-            spec.durable, self._on_message, self._free_slots, min_batch=max(1, spec.prefetch // 2)
+            spec.durable,
+            self._on_message,
+            self._free_slots,
+            min_batch=max(1, spec.prefetch // 2),
+            on_failure=self._fail,
         )
         work = self._work if spec.ordered_by is None else self._work_in_order
         self._workers = [
@@ -111,15 +123,68 @@ class Consumer:
         ]
         self._heartbeat = asyncio.create_task(self._beat(), name=f"eventwire-{spec.name}-heartbeat")
 
+    def _fail(self, error: EventwireError) -> None:
+        """The pull can never work (a refused permission): stop dispatching, say so once."""
+        if self.failure is not None:
+            return
+        self.failure = error
+        held = len(self._buffer) + self._parked_count
+        logger.error(
+            "handler %s stopped: %s; grant it and restart the service (%d fetched event(s) left to the server)",
+            self._spec.name,
+            error,
+            held,
+        )
+        self._stopping = True
+        self._buffer.clear()
+        self._parked.clear()
+        self._parked_count = 0
+        self._ready.set()
+
+    def _still_ours(self, message: InboundMessage) -> bool:
+        """False for an event that waited here past its ack_wait; then every such one waiting is dropped too."""
+        loop = asyncio.get_running_loop()
+        ack_wait = self._spec.durable.ack_wait
+        oldest_allowed = loop.time() - ack_wait
+        if message.progress_at >= oldest_allowed:
+            return True
+        dropped = 1 + self._drop_expired(oldest_allowed)
+        self.expired += dropped
+        logger.warning(
+            "handler %s: %d fetched event(s) waited here longer than ack_wait (%gs), the process was paused or its "
+            "loop stalled; not handled, the server redelivers them [first: %s]",
+            self._spec.name,
+            dropped,
+            ack_wait,
+            describe(message, (message.headers or {}).get("ce-type"), (message.headers or {}).get("ce-id")),
+        )
+        return False
+
+    def _drop_expired(self, oldest_allowed: float) -> int:
+        kept = [m for m in self._buffer if m.progress_at >= oldest_allowed]
+        dropped = len(self._buffer) - len(kept)
+        self._buffer = deque(kept)
+        for key in list(self._parked):
+            waiting = self._parked[key]
+            fresh = deque(m for m in waiting if m.progress_at >= oldest_allowed)
+            dropped += len(waiting) - len(fresh)
+            self._parked_count -= len(waiting) - len(fresh)
+            if fresh:
+                self._parked[key] = fresh
+            else:
+                del self._parked[key]
+        return dropped
+
     async def _work(self) -> None:
-        buffer = self._buffer
         ready = self._ready
         while not self._stopping:
-            if not buffer:
+            if not self._buffer:
                 ready.clear()
                 await ready.wait()
                 continue
-            message = buffer.popleft()
+            message = self._buffer.popleft()
+            if not self._still_ours(message):
+                continue
             self._inflight.add(message)
             try:
                 await self._dispatch(message)
@@ -136,15 +201,16 @@ class Consumer:
 
     async def _work_in_order(self) -> None:
         """One key at a time per worker: a key's next event waits for the one before it to settle."""
-        buffer = self._buffer
         ready = self._ready
         while not self._stopping:
-            if not buffer:
+            if not self._buffer:
                 ready.clear()
                 await ready.wait()
                 continue
-            message: InboundMessage | None = buffer.popleft()
+            message: InboundMessage | None = self._buffer.popleft()
             assert message is not None
+            if not self._still_ours(message):
+                continue
             key = self._key_of(message)
             if key in self._busy_keys:
                 self._parked.setdefault(key, deque()).append(message)
@@ -160,11 +226,14 @@ class Consumer:
                         self._inflight.discard(message)
                     message = None
                     waiting = self._parked.get(key)
-                    if waiting and not self._stopping:
+                    while waiting and not self._stopping and message is None:
                         message = waiting.popleft()
                         self._parked_count -= 1
                         if not waiting:
                             del self._parked[key]
+                        if not self._still_ours(message):
+                            message = None
+                            waiting = self._parked.get(key)
             finally:
                 self._busy_keys.discard(key)
             if self._source is not None:
@@ -338,9 +407,11 @@ class Consumer:
         loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(ack_wait / 4)
-            due = loop.time() - ack_wait / 2
+            now = loop.time()
+            due = now - ack_wait / 2
             for message in self._held():
-                if message.progress_at < due:
+                # Past ack_wait the server owns it again: a heartbeat now would only hide that here.
+                if now - ack_wait <= message.progress_at < due:
                     message.progress_at = loop.time()
                     try:
                         await message.in_progress()

@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from typing import Final
 
 from ._envelope import encode_value
-from ._errors import PublishError
+from ._errors import PermissionDenied, PublishError
 from ._publisher import send_with_retries, wire_size
 from ._streams import Stream
 from .transport import InboundMessage, Transport
@@ -115,7 +115,7 @@ class DeadLetterWriter:
             headers.pop(TRACEBACK, None)
         try:
             await send_with_retries(self._transport, subject, payload, headers, deadline=self._deadline)
-        except PublishError as exc:
+        except (PublishError, PermissionDenied) as exc:
             logger.error(  # noqa: TRY400 -- the publish error says it all; its traceback adds nothing
                 "dead letter for %s seq %d not stored: %s", message.subject, message.stream_sequence, exc
             )

@@ -9,6 +9,8 @@ Catch what you can act on::
     ├── DecodeError            the payload cannot be decoded into the event's Protobuf class
     ├── StreamConfigError      a declared stream cannot be provisioned (incompatible change)
     ├── ServerError            the embedded nats-server failed to start or died
+    ├── ConnectError           the first connection to NATS failed: why, and which servers (no credentials)
+    ├── PermissionDenied       the server refused a publish or a subscription: names the subject
     └── PublishError           the broker did not store an event
         ├── PublishTimeout     no ack before the publish deadline; safe to retry with the same msg id
         ├── PayloadTooLarge    headers and payload exceed the server's max_payload; never sent
@@ -49,6 +51,32 @@ class StreamConfigError(EventwireError):
 
 class ServerError(EventwireError):
     """The embedded nats-server could not be started or stopped."""
+
+
+class ConnectError(EventwireError):
+    """The first connection to NATS could not be made.
+
+    ``reason`` is one of :data:`CONNECT_REASONS`; ``servers`` are the URLs tried, credentials removed.
+    """
+
+    def __init__(self, reason: str, servers: tuple[str, ...], detail: str | None = None) -> None:
+        where = ", ".join(servers) or "no server"
+        super().__init__(f"cannot connect to {where}: {reason}" + (f" ({detail})" if detail else ""))
+        self.reason = reason
+        self.servers = servers
+
+
+class PermissionDenied(EventwireError):
+    """The server refused to let this connection publish to, or subscribe to, ``subject``.
+
+    ``operation`` is ``"publish"`` or ``"subscribe"``. Not retried: the grant must change.
+    """
+
+    def __init__(self, operation: str, subject: str, context: str | None = None) -> None:
+        verb = "publish to" if operation == "publish" else "subscribe to"
+        super().__init__(f"permission denied: {verb} {subject}" + (f" ({context})" if context else ""))
+        self.operation = operation
+        self.subject = subject
 
 
 class PublishError(EventwireError):

@@ -12,7 +12,7 @@ from google.protobuf.message import Message
 
 from ._backoff import Backoff
 from ._envelope import binary_headers, now_rfc3339
-from ._errors import ConfigError, PayloadTooLarge, PublishError, PublishTimeout
+from ._errors import ConfigError, PayloadTooLarge, PermissionDenied, PublishError, PublishTimeout
 from ._ids import uuid7
 from ._streams import check_subject
 from .contracts import PROTOBUF, EventRegistry, codec_for, schema_ref
@@ -236,7 +236,8 @@ class Publisher:
         ``msg_id`` is the dedup id; it defaults to the event id. Raises
         :class:`PublishTimeout` after the deadline, :class:`WrongLastSequence`
         when an expected sequence does not match, :class:`PayloadTooLarge`
-        before sending an oversized message.
+        before sending an oversized message, :class:`PermissionDenied` at once
+        when the server refuses the subject (never retried).
         """
         expected: dict[str, str] = {}
         if expected_stream is not None:
@@ -276,7 +277,7 @@ class Publisher:
 
     async def publish_many(
         self, items: Iterable[Outgoing], *, window: int | None = None, deadline: float | None = None
-    ) -> list[PublishAck | PublishError]:
+    ) -> list[PublishAck | PublishError | PermissionDenied]:
         """Publish many events with up to ``window`` acks outstanding.
 
         Returns one outcome per item, in order: its ack, or the error that
@@ -287,7 +288,7 @@ class Publisher:
         window = window or self._window
         deadline = deadline if deadline is not None else self._deadline
         give_up_at = loop.time() + deadline
-        results: list[PublishAck | PublishError | None] = []
+        results: list[PublishAck | PublishError | PermissionDenied | None] = []
         prepared: list[EncodedEvent | None] = []
         for item in items:
             expected = None
@@ -324,7 +325,7 @@ class Publisher:
         self,
         todo: list[int],
         prepared: list[EncodedEvent | None],
-        results: list[PublishAck | PublishError | None],
+        results: list[PublishAck | PublishError | PermissionDenied | None],
         window: int,
         give_up_at: float,
     ) -> list[int]:
@@ -344,7 +345,7 @@ class Publisher:
             exc = future.exception()
             if exc is None:
                 results[index] = future.result()
-            elif isinstance(exc, PublishError):
+            elif isinstance(exc, (PublishError, PermissionDenied)):
                 results[index] = exc
             else:
                 retry.append(index)

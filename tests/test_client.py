@@ -6,7 +6,7 @@ import pytest
 from nats import errors
 from nats.aio.client import Client
 
-from eventwire.transport._client import encode_headers, parse_header_lines
+from eventwire._nats_client import encode_headers, parse_header_lines
 
 
 def nats_py_encoding(headers: dict[str, str]) -> bytes:

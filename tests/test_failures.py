@@ -14,7 +14,7 @@ from pathlib import Path
 import nats
 import pytest
 
-from eventwire import App, Delivery, Outgoing, Reject, RetryPolicy, Stream
+from eventwire import App, Delivery, EventwireError, Outgoing, Reject, RetryPolicy, Stream
 from eventwire import dlq as dead_letters
 from eventwire._streams import Durable
 from eventwire.server import EmbeddedServer
@@ -57,7 +57,13 @@ class WitnessedTerms:
         return getattr(self.inner, name)
 
     async def pull(
-        self, durable: Durable, sink: Callable[[InboundMessage], None], capacity: Callable[[], int], *, min_batch: int
+        self,
+        durable: Durable,
+        sink: Callable[[InboundMessage], None],
+        capacity: Callable[[], int],
+        *,
+        min_batch: int,
+        on_failure: Callable[[EventwireError], None] | None = None,
     ) -> MessageSource:
         witness = self
 
@@ -84,7 +90,10 @@ class WitnessedTerms:
                     raise ConnectionResetError("term lost with the connection")
                 await self._message.term()
 
-        return await self.inner.pull(durable, lambda m: sink(Witnessed(m)), capacity, min_batch=min_batch)  # type: ignore[arg-type]
+        def witnessed(message: InboundMessage) -> None:
+            sink(Witnessed(message))  # type: ignore[arg-type]
+
+        return await self.inner.pull(durable, witnessed, capacity, min_batch=min_batch, on_failure=on_failure)
 
 
 async def test_poison_event_is_dead_lettered_after_max_deliveries_before_its_term(

@@ -15,8 +15,10 @@ from rich.console import Console
 from rich.table import Table
 
 from .._app import URL_ENV, App
+from .._connect_options import redact_url
 from .._errors import EventwireError
 from ._catalog import asyncapi, topology
+from ._connect import ConnectionFlags, fail, with_connection
 from ._dlq import app as dlq_cli
 from ._schema import app as schema_cli
 from ._targets import load_app
@@ -32,10 +34,6 @@ console = Console()
 cli.add_typer(dlq_cli, name="dlq")
 cli.add_typer(schema_cli, name="schema")
 
-UrlOption = Annotated[
-    str | None,
-    typer.Option("--url", envvar=URL_ENV, help="NATS server URL(s), comma-separated; default: an embedded server."),
-]
 LogLevel = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")]
 
 
@@ -61,8 +59,7 @@ def server(
     try:
         embedded.start()
     except EventwireError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+        fail(str(exc).splitlines()[0])
     console.print(f"nats-server with JetStream on [bold]{embedded.url}[/bold], store {embedded.store_dir}")
     console.print(f"export {URL_ENV}={embedded.url}   # Ctrl-C stops it")
     while not stop.wait(0.5):
@@ -73,38 +70,32 @@ def server(
 
 
 @cli.command()
+@with_connection
 def run(
     app: Annotated[str, typer.Argument(help="The App to run, as module:attribute or module:factory().")],
-    url: UrlOption = None,
+    connection: ConnectionFlags,
     log_level: LogLevel = "INFO",
 ) -> None:
-    """Run an App until SIGTERM or Ctrl-C, then shut it down gracefully."""
+    """Run an App until SIGTERM or Ctrl-C, then shut it down gracefully (no server given: an embedded one)."""
     _configure_logging(log_level)
     service = load_app(app)
-    try:
-        asyncio.run(service.run(url))
-    except EventwireError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+    asyncio.run(service.run(connect=connection.resolve(base=service.connect_options)))
 
 
 @cli.command()
+@with_connection
 def demo(
-    url: UrlOption = None,
+    connection: ConnectionFlags,
     orders: Annotated[int, typer.Option(min=1, help="How many orders to place.")] = 1000,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for every order to be processed.")] = 120.0,
     log_level: LogLevel = "ERROR",
 ) -> None:
-    """Run the shop demo: orders → inventory → notifications on JetStream."""
+    """Run the shop demo: orders → inventory → notifications on JetStream (no server given: an embedded one)."""
     from ..demo import run_demo
 
     _configure_logging(log_level)
-    try:
-        summary = asyncio.run(run_demo(url, orders, timeout=timeout))
-    except EventwireError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
-    table = Table(title=f"eventwire demo on {summary.server}", show_header=False)
+    summary = asyncio.run(run_demo(connection.resolve(), orders, timeout=timeout))
+    table = Table(title=f"eventwire demo on {redact_url(summary.server)}", show_header=False)
     table.add_row("orders published", f"{summary.published} ({summary.duplicates} duplicates)")
     for service, count in summary.handled.items():
         table.add_row(f"handled by {service}", str(count))
@@ -119,11 +110,12 @@ def demo(
 
 
 @cli.command()
+@with_connection
 def relay(
     db: Annotated[
         str, typer.Option("--db", envvar="EVENTWIRE_DB", help="SQLAlchemy async URL of the outbox database.")
     ],
-    url: UrlOption = None,
+    connection: ConnectionFlags,
     batch_size: Annotated[int, typer.Option(min=1, help="Rows per batch.")] = 500,
     poll_interval: Annotated[
         float, typer.Option(help="Seconds between polls (PostgreSQL also wakes on NOTIFY).")
@@ -136,20 +128,19 @@ def relay(
     from ..outbox import OutboxRelay
 
     _configure_logging(log_level)
-    engine = create_async_engine(db)
+    try:
+        engine = create_async_engine(db)
+    except Exception as exc:  # SQLAlchemy says what is wrong with the URL, in many exception types
+        fail(f"--db {redact_url(db)}: {type(exc).__name__}")
     service = App("outbox-relay", relays=[OutboxRelay(engine, batch_size=batch_size, poll_interval=poll_interval)])
 
     async def main() -> None:
         try:
-            await service.run(url)
+            await service.run(connect=connection.resolve())
         finally:
             await engine.dispose()
 
-    try:
-        asyncio.run(main())
-    except EventwireError as exc:
-        console.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(1) from exc
+    asyncio.run(main())
 
 
 cli.command()(asyncapi)

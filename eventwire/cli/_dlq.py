@@ -9,7 +9,6 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, TypeVar
 
-import nats
 import typer
 from google.protobuf import json_format, symbol_database
 from google.protobuf.message import Message
@@ -19,15 +18,14 @@ from rich.progress import Progress
 from rich.table import Table
 
 from .. import dlq
-from .._app import URL_ENV
 from ..contracts import codec_for
-from ..transport import ConnectOptions, JetStreamTransport
+from ..transport import JetStreamTransport
+from ._connect import ConnectionFlags, with_connection
 
 app = typer.Typer(help="Dead letters: list, show, replay, purge.", no_args_is_help=True)
 console = Console()
 T = TypeVar("T")
 
-Url = Annotated[str | None, typer.Option("--url", envvar=URL_ENV, help="NATS server URL(s), comma-separated.")]
 Service = Annotated[str | None, typer.Option("--service", help="Only this service's dead letters.")]
 Handler = Annotated[str | None, typer.Option("--handler", help="Only this handler's dead letters.")]
 EventType = Annotated[str | None, typer.Option("--type", help="Only this ce-type, e.g. shop.orders.v1.OrderCreated.")]
@@ -64,17 +62,15 @@ def _filter(
     return dlq.DeadLetterFilter(service, handler, event_type, parse_time(since), parse_time(until))
 
 
-def _run(url: str | None, work: Callable[[JetStreamContext, str], Awaitable[T]]) -> T:
-    if not url:
-        console.print(f"[red]error:[/red] no server: pass --url or set {URL_ENV}")
-        raise typer.Exit(2)
+def _run(connection: ConnectionFlags, work: Callable[[JetStreamContext, JetStreamTransport], Awaitable[T]]) -> T:
+    options = dataclasses.replace(connection.require(), name="eventwire-dlq")
 
     async def main() -> T:
-        nc = await nats.connect(url.split(","))
+        transport = await JetStreamTransport.connect(options)
         try:
-            return await work(nc.jetstream(), url)
+            return await work(transport.nc.jetstream(), transport)
         finally:
-            await nc.close()
+            await transport.close()
 
     return asyncio.run(main())
 
@@ -108,8 +104,9 @@ def _import(modules: list[str]) -> None:
 
 
 @app.command("list")
+@with_connection
 def list_(
-    url: Url = None,
+    connection: ConnectionFlags,
     service: Service = None,
     handler: Handler = None,
     event_type: EventType = None,
@@ -119,10 +116,10 @@ def list_(
     """List dead letters, oldest first."""
     matching = _filter(service, handler, event_type, since, until)
 
-    async def work(js: JetStreamContext, _: str) -> list[dlq.DeadLetter]:
+    async def work(js: JetStreamContext, _: JetStreamTransport) -> list[dlq.DeadLetter]:
         return [letter async for letter in dlq.read(js, matching)]
 
-    letters = _run(url, work)
+    letters = _run(connection, work)
     table = Table(title=f"{len(letters)} dead letter(s)")
     for column in ("id", "time", "service", "handler", "type", "reason", "deliveries", "error"):
         table.add_column(column)
@@ -141,22 +138,23 @@ def list_(
 
 
 @app.command()
+@with_connection
 def show(
     letter_id: Annotated[str, typer.Argument(metavar="ID", help="STREAM:SEQUENCE, as `dlq list` prints it.")],
-    url: Url = None,
+    connection: ConnectionFlags,
     imports: Annotated[list[str] | None, typer.Option("--import", help="Module(s) defining the event classes.")] = None,
 ) -> None:
     """Show one dead letter: where it failed, why, its headers and its payload."""
     stream, sequence = parse_id(letter_id)
     _import(imports or [])
 
-    async def work(js: JetStreamContext, _: str) -> dlq.DeadLetter | None:
+    async def work(js: JetStreamContext, _: JetStreamTransport) -> dlq.DeadLetter | None:
         async for letter in dlq.read(js, dlq.DeadLetterFilter(sequences=frozenset({sequence}))):
             if letter.stream == stream:
                 return letter
         return None
 
-    letter = _run(url, work)
+    letter = _run(connection, work)
     if letter is None:
         console.print(f"[red]no dead letter {letter_id}[/red]")
         raise typer.Exit(1)
@@ -175,8 +173,9 @@ def show(
 
 
 @app.command()
+@with_connection
 def replay(
-    url: Url = None,
+    connection: ConnectionFlags,
     service: Service = None,
     handler: Handler = None,
     event_type: EventType = None,
@@ -191,30 +190,27 @@ def replay(
     if chosen:
         matching = dataclasses.replace(matching, sequences=frozenset(seq for _, seq in chosen))
 
-    async def work(js: JetStreamContext, servers: str) -> int:
+    async def work(js: JetStreamContext, transport: JetStreamTransport) -> int:
         letters = [
             letter
             async for letter in dlq.read(js, matching)
             if not chosen or (letter.stream, letter.sequence) in chosen
         ]
-        transport = await JetStreamTransport.connect(ConnectOptions.from_url(servers, name="eventwire-dlq"))
-        try:
-            with Progress(console=console, transient=True) as progress:
-                task = progress.add_task("replaying", total=len(letters))
-                for letter in letters:
-                    await dlq.replay(js, transport, letter, keep=keep)
-                    progress.advance(task)
-        finally:
-            await transport.close()
+        with Progress(console=console, transient=True) as progress:
+            task = progress.add_task("replaying", total=len(letters))
+            for letter in letters:
+                await dlq.replay(js, transport, letter, keep=keep)
+                progress.advance(task)
         return len(letters)
 
-    count = _run(url, work)
+    count = _run(connection, work)
     console.print(f"replayed {count} dead letter(s)")
 
 
 @app.command()
+@with_connection
 def purge(
-    url: Url = None,
+    connection: ConnectionFlags,
     service: Service = None,
     handler: Handler = None,
     event_type: EventType = None,
@@ -227,7 +223,7 @@ def purge(
     if not yes:
         typer.confirm("Delete the matching dead letters for good?", abort=True)
 
-    async def work(js: JetStreamContext, _: str) -> int:
+    async def work(js: JetStreamContext, _: JetStreamTransport) -> int:
         return await dlq.purge(js, matching)
 
-    console.print(f"purged {_run(url, work)} dead letter(s)")
+    console.print(f"purged {_run(connection, work)} dead letter(s)")

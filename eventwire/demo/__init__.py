@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-from .. import Outgoing, PublishAck
+from .. import ConnectOptions, Outgoing, PublishAck
 from ..server import EmbeddedServer
 from ._services import DemoState, inventory_service, notifications_service, orders_service
 from .contracts.shop.orders.v1.orders_pb2 import LineItem, OrderCreated
@@ -47,21 +47,21 @@ def _orders(run_id: str, count: int) -> Iterator[Outgoing]:
         yield Outgoing(order, subject="orders.created", key=order_id, msg_id=f"ord-{order_id}")
 
 
-async def run_demo(url: str | None = None, orders: int = 1000, *, timeout: float = 120.0) -> DemoSummary:
+async def run_demo(connect: ConnectOptions | None = None, orders: int = 1000, *, timeout: float = 120.0) -> DemoSummary:
     """Run the three services until every order has reached notifications (or ``timeout``).
 
-    Without ``url`` an embedded server with a temporary store is started and
+    Without ``connect`` an embedded server with a temporary store is started and
     removed; with it, the streams and durables stay on that server.
     """
     server = None
-    if url is None:
+    if connect is None:
         server = await EmbeddedServer().start_async()
-        url = server.url
+        connect = ConnectOptions.from_url(server.url)
     state = DemoState(run_id=f"demo{secrets.token_hex(3)}", orders=orders)
-    apps = [orders_service(url), inventory_service(url, state), notifications_service(url, state)]
+    apps = [orders_service(), inventory_service(state=state), notifications_service(state=state)]
     try:
         for app in apps:
-            await app.start()
+            await app.start(connect=connect)
         started = time.perf_counter()
         results = await apps[0].publisher.publish_many(_orders(state.run_id, orders))
         errors = [r for r in results if not isinstance(r, PublishAck)]
@@ -78,7 +78,7 @@ async def run_demo(url: str | None = None, orders: int = 1000, *, timeout: float
             await asyncio.to_thread(server.stop)
     acks = [r for r in results if isinstance(r, PublishAck)]
     return DemoSummary(
-        server=url if server is None else "embedded",
+        server=", ".join(connect.shown_servers) if server is None else "embedded",
         orders=orders,
         published=len(acks),
         duplicates=sum(a.duplicate for a in acks),

@@ -16,7 +16,7 @@ from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
-from .._errors import ConfigError, PublishError
+from .._errors import ConfigError, PermissionDenied, PublishError
 from .._ids import uuid7
 from .._publisher import EventEncoder, send_with_retries
 from ..contracts import PROTOBUF, EventRegistry
@@ -282,7 +282,7 @@ class OutboxRelay:
                             json.loads(row.headers),
                             deadline=self._publish_deadline,
                         )
-                    except PublishError as exc:
+                    except (PublishError, PermissionDenied) as exc:
                         # Later rows of this key wait: publishing them now would break the key's order.
                         logger.warning("outbox row %s not published (%s); it stays pending", row.id, exc)
                         return

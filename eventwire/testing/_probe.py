@@ -13,7 +13,7 @@ from google.protobuf.message import Message
 from .._app import App
 from .._delivery import Settlement
 from .._envelope import Envelope, parse_message
-from .._errors import DecodeError, EnvelopeError
+from .._errors import DecodeError, EnvelopeError, EventwireError
 from .._ids import uuid7
 from .._streams import Durable, Stream, subject_matches
 from ..contracts import PROTOBUF, codec_for
@@ -44,6 +44,10 @@ class RecordingTransport:
     def max_payload(self) -> int:
         return self._inner.max_payload
 
+    @property
+    def connected(self) -> bool:
+        return self._inner.connected
+
     async def ensure_stream(self, stream: Stream) -> None:
         await self._inner.ensure_stream(stream)
 
@@ -72,8 +76,9 @@ class RecordingTransport:
         capacity: Callable[[], int],
         *,
         min_batch: int,
+        on_failure: Callable[[EventwireError], None] | None = None,
     ) -> MessageSource:
-        return await self._inner.pull(durable, sink, capacity, min_batch=min_batch)
+        return await self._inner.pull(durable, sink, capacity, min_batch=min_batch, on_failure=on_failure)
 
     async def close(self) -> None:
         await self._inner.close()

@@ -60,15 +60,15 @@ def jetstream_server() -> Iterator[EmbeddedServer]:
 @pytest.fixture
 async def jetstream_url(jetstream_server: EmbeddedServer) -> AsyncIterator[str]:
     """The shared server's URL, with no streams before the test and none left after it."""
-    import nats
+    from ..transport import ConnectOptions, JetStreamTransport
 
-    nc = await nats.connect(jetstream_server.url)
+    transport = await JetStreamTransport.connect(ConnectOptions.from_url(jetstream_server.url))
     try:
-        await _delete_all_streams(nc)
+        await _delete_all_streams(transport.nc)
         yield jetstream_server.url
-        await _delete_all_streams(nc)
+        await _delete_all_streams(transport.nc)
     finally:
-        await nc.close()
+        await transport.close()
 
 
 async def _delete_all_streams(nc: Any) -> None:

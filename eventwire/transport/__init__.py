@@ -1,7 +1,8 @@
 """Transports: the JetStream one for production, an in-memory one for tests (same semantics)."""
 
+from .._connect_options import ConnectOptions
 from ._protocol import InboundMessage, MessageSource, PublishAck, TransientPublishFailure, Transport
-from .jetstream import ConnectOptions, JetStreamTransport
+from .jetstream import JetStreamTransport
 
 __all__ = [
     "ConnectOptions",

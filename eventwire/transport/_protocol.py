@@ -7,6 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+from .._errors import EventwireError
 from .._streams import Durable, Stream
 
 
@@ -74,6 +75,10 @@ class Transport(Protocol):
     @property
     def max_payload(self) -> int: ...
 
+    @property
+    def connected(self) -> bool:
+        """Whether the broker can hear us now (False while reconnecting)."""
+
     async def ensure_stream(self, stream: Stream) -> None: ...
 
     async def ensure_durable(self, durable: Durable) -> None: ...
@@ -91,6 +96,11 @@ class Transport(Protocol):
         capacity: Callable[[], int],
         *,
         min_batch: int,
-    ) -> MessageSource: ...
+        on_failure: Callable[[EventwireError], None] | None = None,
+    ) -> MessageSource:
+        """Deliver to ``sink`` while ``capacity()`` allows; ``on_failure`` hears once if the pull can never work.
+
+        That is a refused pull or ack permission: the source stops, and nothing it delivered can be settled.
+        """
 
     async def close(self) -> None: ...

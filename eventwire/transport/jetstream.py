@@ -8,21 +8,19 @@ import itertools
 import json
 import logging
 import math
-import ssl
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
-import nats
 import nats.errors
 import nats.js.errors
-from nats.aio.client import Client as NatsClient
 from nats.aio.msg import Msg
 from nats.js import api
 
-from .._errors import PublishError, StreamConfigError, WrongLastSequence
+from .._connect_options import ConnectOptions
+from .._connection import ConnectionState, connect
+from .._errors import EventwireError, PermissionDenied, PublishError, StreamConfigError, WrongLastSequence
+from .._nats_client import EventwireClient
 from .._streams import Durable, Stream
-from ._client import EventwireClient
 from ._protocol import InboundMessage, PublishAck, TransientPublishFailure
 
 logger = logging.getLogger("eventwire.transport")
@@ -31,30 +29,7 @@ _WRONG_LAST_SEQUENCE = 10071
 _RETRYABLE_STATUS = "503"
 # Servers older than these carry known data-loss and security bugs (DESIGN §10).
 _MIN_PATCH = {(2, 11): 15, (2, 12): 6}
-
-
-@dataclass(frozen=True)
-class ConnectOptions:
-    """How to reach a NATS cluster. Secrets are kept out of ``repr`` and logs."""
-
-    servers: tuple[str, ...] = ("nats://127.0.0.1:4222",)
-    name: str | None = None
-    user: str | None = None
-    password: str | None = field(default=None, repr=False)
-    token: str | None = field(default=None, repr=False)
-    nkeys_seed: str | None = field(default=None, repr=False)
-    creds_file: str | None = None
-    tls: ssl.SSLContext | None = None
-    tls_hostname: str | None = None
-    connect_timeout: float = 5.0
-    reconnect_time_wait: float = 0.5
-    max_reconnect_attempts: int = -1  # keep trying: a service outlives a broker restart
-
-    @classmethod
-    def from_url(cls, url: str, **kwargs: Any) -> ConnectOptions:
-        """Options for a comma-separated list of server URLs."""
-        servers = tuple(s.strip() for s in url.split(",") if s.strip())
-        return cls(servers=servers, **kwargs)
+T = TypeVar("T")
 
 
 def _version_is_outdated(version: str) -> bool:
@@ -139,7 +114,7 @@ class JetStreamPull:
 
     def __init__(
         self,
-        nc: NatsClient,
+        nc: EventwireClient,
         durable: Durable,
         sink: Callable[[InboundMessage], None],
         capacity: Callable[[], int],
@@ -147,11 +122,14 @@ class JetStreamPull:
         min_batch: int,
         expires: float,
         idle_heartbeat: float,
+        on_failure: Callable[[EventwireError], None] | None = None,
     ) -> None:
         self._nc = nc
         self._durable = durable
         self._sink = sink
         self._capacity = capacity
+        self._on_failure = on_failure
+        self.failure: EventwireError | None = None
         self._min_batch = min_batch
         self._expires = expires
         self._idle_heartbeat = idle_heartbeat
@@ -166,6 +144,7 @@ class JetStreamPull:
         self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> None:
+        self._stop_listening = self._nc.on_denial(self._on_denial)
         self._sub = await self._nc.subscribe(
             self._inbox, cb=self._on_msg, pending_msgs_limit=-1, pending_bytes_limit=-1
         )
@@ -174,6 +153,27 @@ class JetStreamPull:
             asyncio.create_task(self._watchdog(), name=f"eventwire-pull-watchdog-{self._durable.name}"),
         ]
         self._wake.set()
+
+    def _on_denial(self, denial: PermissionDenied) -> bool:
+        durable = self._durable
+        if denial.operation == "subscribe":
+            refused = denial.subject == self._inbox.lower() and PermissionDenied(
+                "subscribe", self._inbox, f"deliveries of durable {durable.name}"
+            )
+        elif denial.subject == self._next_subject.lower():
+            refused = PermissionDenied("publish", self._next_subject, f"pull requests of durable {durable.name}")
+        else:
+            ack = _ack_grant(denial.subject, durable.stream, durable.name)
+            refused = ack is not None and PermissionDenied("publish", ack, f"acks of durable {durable.name}")
+        if not refused:
+            return False
+        if self.failure is None:
+            self.failure = refused
+            self._stopping = True
+            self._wake.set()
+            if self._on_failure is not None:
+                self._on_failure(refused)
+        return True
 
     def notify(self) -> None:
         if not self._wake.is_set() and self._capacity() - self._outstanding >= self._min_batch:
@@ -251,12 +251,14 @@ class JetStreamPull:
     async def stop(self) -> None:
         self._stopping = True
         self._wake.set()
+        self._stop_listening()
         self._tasks[1].cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._sub is not None and not self._nc.is_closed:
             # Unsubscribe and flush: what the server sent before that still reaches the sink.
             with contextlib.suppress(
                 nats.errors.ConnectionClosedError,
+                nats.errors.ConnectionReconnectingError,
                 nats.errors.BadSubscriptionError,
                 nats.errors.ConnectionDrainingError,
                 nats.errors.FlushTimeoutError,
@@ -268,67 +270,46 @@ class JetStreamPull:
 class JetStreamTransport:
     """Publishing, provisioning and pulling over one NATS connection."""
 
-    def __init__(self, nc: NatsClient, *, pull_expires: float = 30.0, idle_heartbeat: float = 5.0) -> None:
+    def __init__(
+        self,
+        nc: EventwireClient,
+        *,
+        pull_expires: float = 30.0,
+        idle_heartbeat: float = 5.0,
+        state: ConnectionState | None = None,
+    ) -> None:
         self._nc = nc
         self._js = nc.jetstream()
         self._pull_expires = pull_expires
         self._idle_heartbeat = idle_heartbeat
+        self._state = state
         self._pulls: list[JetStreamPull] = []
-        self._closing = False
         self._ack_prefix = ""
-        self._ack_futures: dict[str, asyncio.Future[PublishAck]] = {}
+        self._ack_futures: dict[str, tuple[asyncio.Future[PublishAck], str]] = {}
         self._ack_tokens = itertools.count()
+        self._acks_refused: PermissionDenied | None = None
+        nc.on_denial(self._on_denial)
+        if state is not None:
+            state.reconnect_listeners.append(self._on_reconnected)
 
     @classmethod
     async def connect(cls, options: ConnectOptions, **kwargs: Any) -> JetStreamTransport:
-        transport: JetStreamTransport | None = None
-
-        async def on_reconnected() -> None:
-            logger.info("reconnected to %s", nc.connected_url.netloc if nc.connected_url else "?")
-            if transport is not None:
-                transport._on_reconnected()
-
-        async def on_disconnected() -> None:
-            if transport is None or not transport._closing:
-                logger.warning("disconnected from NATS; reconnecting")
-
-        async def on_error(exc: Exception) -> None:
-            # While reconnecting every refused attempt lands here; the disconnect was logged once already.
-            level = logging.DEBUG if nc.is_reconnecting else logging.WARNING
-            logger.log(level, "NATS connection error: %r", exc)
-
-        connect_kwargs: dict[str, Any] = {
-            "servers": list(options.servers),
-            "name": options.name,
-            "user": options.user,
-            "password": options.password,
-            "token": options.token,
-            "nkeys_seed": options.nkeys_seed,
-            "user_credentials": options.creds_file,
-            "tls": options.tls,
-            "tls_hostname": options.tls_hostname,
-            "connect_timeout": options.connect_timeout,
-            "reconnect_time_wait": options.reconnect_time_wait,
-            "max_reconnect_attempts": options.max_reconnect_attempts,
-            "reconnected_cb": on_reconnected,
-            "disconnected_cb": on_disconnected,
-            "error_cb": on_error,
-            # Publisher subjects are checked once by eventwire; acks go to subjects the server chose.
-            "skip_subject_validation": True,
-        }
-        nc = EventwireClient()
-        await nc.connect(**{k: v for k, v in connect_kwargs.items() if v is not None})
+        """Connect (bounded: :class:`~eventwire.ConnectError` on failure) and warn about outdated servers."""
+        nc, state = await connect(options)
         version = nc.connected_server_version
         if _version_is_outdated(str(version)):
             logger.warning(
                 "nats-server %s has known data-loss and security bugs; upgrade to 2.11.15, 2.12.6 or later",
                 version,
             )
-        transport = cls(nc, **kwargs)
-        return transport
+        return cls(nc, state=state, **kwargs)
 
     @property
-    def nc(self) -> NatsClient:
+    def connected(self) -> bool:
+        return bool(self._nc.is_connected)
+
+    @property
+    def nc(self) -> EventwireClient:
         return self._nc
 
     @property
@@ -338,6 +319,37 @@ class JetStreamTransport:
     def _on_reconnected(self) -> None:
         for pull in self._pulls:
             pull.reset()
+
+    def _on_denial(self, denial: PermissionDenied) -> bool:
+        if denial.operation == "subscribe":
+            if not self._ack_prefix or denial.subject != (self._ack_prefix + "*").lower():
+                return False
+            self._acks_refused = PermissionDenied("subscribe", self._ack_prefix + "*", "publish acknowledgements")
+            for future, _ in list(self._ack_futures.values()):
+                if not future.done():
+                    future.set_exception(self._acks_refused)
+            return True
+        claimed = False
+        for future, subject in list(self._ack_futures.values()):
+            if not future.done() and subject.lower() == denial.subject:
+                future.set_exception(PermissionDenied("publish", subject))
+                claimed = True
+        return claimed
+
+    async def _api(self, what: str, field: str, call: Awaitable[T]) -> T:
+        """A JetStream API call during provisioning, its failures as typed errors with one-line messages."""
+        try:
+            return await call
+        except PermissionDenied as exc:
+            raise PermissionDenied(exc.operation, exc.subject, f"needed to provision {what}") from None
+        except (nats.js.errors.ServiceUnavailableError, nats.errors.NoRespondersError):
+            raise StreamConfigError(
+                what, field, "JetStream did not answer: is it enabled on the server and for this account?"
+            ) from None
+        except nats.errors.TimeoutError:
+            raise StreamConfigError(what, field, "no answer from JetStream in time") from None
+        except (nats.errors.ConnectionClosedError, nats.errors.ConnectionReconnectingError):
+            raise StreamConfigError(what, field, "the connection to NATS was lost") from None
 
     # -- provisioning --------------------------------------------------------------------------
 
@@ -356,10 +368,10 @@ class JetStreamTransport:
             max_bytes=stream.max_bytes or -1,
         )
         try:
-            info = await self._js.stream_info(stream.name)
+            info = await self._api(stream.name, "info", self._js.stream_info(stream.name))
         except nats.js.errors.NotFoundError:
             try:
-                await self._js.add_stream(wanted)
+                await self._api(stream.name, "create", self._js.add_stream(wanted))
             except nats.js.errors.APIError as exc:
                 raise StreamConfigError(stream.name, "create", str(exc.description)) from exc
             logger.info("created stream %s on %s", stream.name, ", ".join(stream.subjects))
@@ -380,7 +392,7 @@ class JetStreamTransport:
         if not differences:
             return
         try:
-            await self._js.update_stream(wanted)
+            await self._api(stream.name, ", ".join(differences), self._js.update_stream(wanted))
         except nats.js.errors.APIError as exc:
             raise StreamConfigError(stream.name, ", ".join(differences), str(exc.description)) from exc
         logger.info("updated stream %s: %s", stream.name, ", ".join(differences))
@@ -395,8 +407,9 @@ class JetStreamTransport:
             max_deliver=durable.max_deliver,
             max_ack_pending=durable.max_ack_pending,
         )
+        what = f"consumer {durable.name}"
         try:
-            info = await self._js.consumer_info(durable.stream, durable.name)
+            info = await self._api(durable.stream, what, self._js.consumer_info(durable.stream, durable.name))
         except nats.js.errors.NotFoundError:
             info = None
         if info is not None:
@@ -415,7 +428,7 @@ class JetStreamTransport:
             ):
                 return
         try:
-            await self._js.add_consumer(durable.stream, wanted)
+            await self._api(durable.stream, what, self._js.add_consumer(durable.stream, wanted))
         except nats.js.errors.APIError as exc:
             raise StreamConfigError(durable.stream, f"consumer {durable.name}", str(exc.description)) from exc
         logger.info(
@@ -446,7 +459,10 @@ class JetStreamTransport:
             )
         token = str(next(self._ack_tokens))
         future: asyncio.Future[PublishAck] = asyncio.get_running_loop().create_future()
-        self._ack_futures[token] = future
+        if self._acks_refused is not None:
+            future.set_exception(self._acks_refused)
+            return future
+        self._ack_futures[token] = (future, subject)
         future.add_done_callback(lambda _: self._ack_futures.pop(token, None))
         try:
             await self._nc.publish(subject, payload, reply=self._ack_prefix + token, headers=headers)
@@ -455,9 +471,10 @@ class JetStreamTransport:
         return future
 
     async def _on_ack(self, msg: Msg) -> None:
-        future = self._ack_futures.get(msg.subject[len(self._ack_prefix) :])
-        if future is None or future.done():
+        pending = self._ack_futures.get(msg.subject[len(self._ack_prefix) :])
+        if pending is None or pending[0].done():
             return
+        future = pending[0]
         if msg.headers and msg.headers.get("Status") == _RETRYABLE_STATUS:
             future.set_exception(TransientPublishFailure("no responders: no stream, or no JetStream leader"))
             return
@@ -475,6 +492,7 @@ class JetStreamTransport:
         capacity: Callable[[], int],
         *,
         min_batch: int,
+        on_failure: Callable[[EventwireError], None] | None = None,
     ) -> JetStreamPull:
         pull = JetStreamPull(
             self._nc,
@@ -484,14 +502,16 @@ class JetStreamTransport:
             min_batch=min_batch,
             expires=self._pull_expires,
             idle_heartbeat=self._idle_heartbeat,
+            on_failure=on_failure,
         )
         await pull.start()
         self._pulls.append(pull)
         return pull
 
     async def close(self) -> None:
-        self._closing = True
-        for future in list(self._ack_futures.values()):
+        if self._state is not None:
+            self._state.close()
+        for future, _ in list(self._ack_futures.values()):
             future.cancel()
         if self._nc.is_closed:
             return
@@ -506,6 +526,22 @@ class JetStreamTransport:
             # nats-py may report the lost socket again while closing it; the connection is gone either way.
             with contextlib.suppress(OSError):
                 await self._nc.close()
+
+
+def _ack_grant(subject: str, stream: str, durable: str) -> str | None:
+    """The ack grant a refused ``$JS.ACK`` subject of this durable needed, or None if it is another's.
+
+    nats-server sends ``$JS.ACK.<stream>.<consumer>.<n>.<sseq>.<cseq>.<ts>.<pending>``, or since 2.10 may
+    send the form with ``<domain>.<account hash>`` in front and a token at the end (both lowercased here).
+    """
+    tokens = subject.split(".")
+    if tokens[:2] != ["$js", "ack"]:
+        return None
+    if len(tokens) == 9 and tokens[2:4] == [stream.lower(), durable.lower()]:
+        return f"$JS.ACK.{stream}.{durable}.>"
+    if len(tokens) >= 11 and tokens[4:6] == [stream.lower(), durable.lower()]:
+        return f"$JS.ACK.*.*.{stream}.{durable}.>"
+    return None
 
 
 def _plain(value: object) -> str:

@@ -20,7 +20,7 @@ from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
-from .._errors import PublishError, StreamConfigError, WrongLastSequence
+from .._errors import EventwireError, PublishError, StreamConfigError, WrongLastSequence
 from .._streams import Durable, Stream, subject_matches, subjects_overlap
 from ._protocol import InboundMessage, PublishAck, TransientPublishFailure
 
@@ -415,6 +415,10 @@ class MemoryTransport:
     def max_payload(self) -> int:
         return self.broker.max_payload
 
+    @property
+    def connected(self) -> bool:
+        return True
+
     async def ensure_stream(self, stream: Stream) -> None:
         self.broker.ensure_stream(stream)
 
@@ -440,6 +444,7 @@ class MemoryTransport:
         capacity: Callable[[], int],
         *,
         min_batch: int,
+        on_failure: Callable[[EventwireError], None] | None = None,
     ) -> MemoryPull:
         stream = self.broker.streams.get(durable.stream)
         if stream is None or durable.name not in stream.durables:

@@ -17,6 +17,7 @@ from eventwire import (
     App,
     Backoff,
     Delivery,
+    EventwireError,
     Outgoing,
     Publication,
     PublishAck,
@@ -521,7 +522,13 @@ class HeldUntilStop:
         return getattr(self.inner, name)
 
     async def pull(
-        self, durable: Durable, sink: Callable[[InboundMessage], None], capacity: Callable[[], int], *, min_batch: int
+        self,
+        durable: Durable,
+        sink: Callable[[InboundMessage], None],
+        capacity: Callable[[], int],
+        *,
+        min_batch: int,
+        on_failure: Callable[[EventwireError], None] | None = None,
     ) -> MessageSource:
         held: list[InboundMessage] = []
 
@@ -531,7 +538,7 @@ class HeldUntilStop:
                 return
             sink(message)
 
-        source = await self.inner.pull(durable, hold_first, capacity, min_batch=min_batch)
+        source = await self.inner.pull(durable, hold_first, capacity, min_batch=min_batch, on_failure=on_failure)
 
         class ReleasingSource:
             def notify(self) -> None:

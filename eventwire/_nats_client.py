@@ -1,4 +1,4 @@
-"""nats-py's client with faster header encoding and decoding.
+"""nats-py's client with faster header encoding and decoding, and permission denials routed to their waiters.
 
 Every event carries about ten headers, and nats-py spends more time on them
 than on anything else: per-character checks when parsing, a regex and a
@@ -7,16 +7,29 @@ format and keep the same guarantees (valid token keys, no CR/LF injection),
 checking a whole header block at once. They replace two private methods, so
 the nats-py minor version is pinned in pyproject.toml and the round trip is
 covered by the tests on a real server.
+
+The server answers a refused publish or subscription with an asynchronous
+``-ERR`` that names the subject (lowercased by nats-py); nothing else tells
+the waiting request or publish. :meth:`EventwireClient.report_denial` hands
+each one to the listeners that wait on it, so they fail at once.
 """
 
 from __future__ import annotations
 
+import asyncio
 import re
+from collections.abc import Callable
 from typing import Any
 
 from nats import errors
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.protocol import command
+
+from ._errors import PermissionDenied
+
+_DENIAL = re.compile(r'permissions violation for (publish|subscription) to "([^"]*)"')
+DenialListener = Callable[[PermissionDenied], bool]
 
 _TOKEN = r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+"
 _KEY = re.compile(_TOKEN)
@@ -82,8 +95,75 @@ def _encode_headers_carefully(headers: dict[str, Any]) -> str:
     return "".join(lines)
 
 
+def parse_denial(message: str) -> PermissionDenied | None:
+    """The denial in a server error such as ``permissions violation for publish to "orders.x"``."""
+    match = _DENIAL.search(message.lower())
+    if match is None:
+        return None
+    return PermissionDenied("publish" if match.group(1) == "publish" else "subscribe", match.group(2))
+
+
 class EventwireClient(Client):
     _parse_header_lines = staticmethod(parse_header_lines)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._denial_listeners: list[DenialListener] = []
+
+    def on_denial(self, listener: DenialListener) -> Callable[[], None]:
+        """Call ``listener`` with every denial until the returned function is called.
+
+        The listener returns True when the denial was about something it waits for.
+        """
+        self._denial_listeners.append(listener)
+        return lambda: self._denial_listeners.remove(listener) if listener in self._denial_listeners else None
+
+    def report_denial(self, denial: PermissionDenied) -> bool:
+        """Hand ``denial`` to the listeners; False when none of them was waiting for it."""
+        claimed = False
+        for listener in list(self._denial_listeners):
+            claimed = listener(denial) or claimed
+        return claimed
+
+    async def request(
+        self,
+        subject: str,
+        payload: bytes = b"",
+        timeout: float = 0.5,
+        old_style: bool = False,
+        headers: dict[str, Any] | None = None,
+    ) -> Msg:
+        """nats-py's request, failing with :class:`PermissionDenied` as soon as the server refuses it."""
+        loop = asyncio.get_running_loop()
+        refused: asyncio.Future[PermissionDenied] = loop.create_future()
+        wanted = subject.lower()
+        inbox = self._inbox_prefix.decode().lower() + "."
+
+        def listen(denial: PermissionDenied) -> bool:
+            ours = (denial.operation == "publish" and denial.subject == wanted) or (
+                denial.operation == "subscribe" and denial.subject.startswith(inbox)
+            )
+            if ours and not refused.done():
+                refused.set_result(denial)
+            return ours
+
+        stop_listening = self.on_denial(listen)
+        answer: asyncio.Future[Msg] = asyncio.ensure_future(
+            super().request(subject, payload, timeout, old_style, headers)
+        )
+        try:
+            await asyncio.wait((answer, refused), return_when=asyncio.FIRST_COMPLETED)
+        except BaseException:
+            answer.cancel()
+            raise
+        finally:
+            stop_listening()
+        if not answer.done():
+            answer.cancel()
+            denial = refused.result()
+            shown = subject if denial.operation == "publish" else denial.subject
+            raise PermissionDenied(denial.operation, shown, "request")
+        return answer.result()
 
     async def _send_publish(
         self, subject: str, reply: str, payload: bytes, payload_size: int, headers: dict[str, Any] | None

@@ -1,0 +1,114 @@
+"""The connection options every command that connects takes, and how its failures are shown: one line, exit 1."""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import nats.errors
+import typer
+
+from .._connect_options import ENVIRONMENT, ConnectOptions, resolve_connect_options
+from .._errors import EventwireError
+
+F = TypeVar("F", bound=Callable[..., Any])
+PANEL = "Connection"
+
+
+@dataclass(frozen=True)
+class ConnectionFlags:
+    """What a command was given on its command line; :meth:`resolve` adds the environment and a context."""
+
+    url: str | None = None
+    context: str | None = None
+    user: str | None = None
+    password: str | None = None
+    token: str | None = None
+    nkey: str | None = None
+    creds_file: str | None = None
+    tls_ca: str | None = None
+    tls_cert: str | None = None
+    tls_key: str | None = None
+    tls_hostname: str | None = None
+
+    def resolve(self, base: ConnectOptions | None = None) -> ConnectOptions | None:
+        given = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("url", "context")}
+        return resolve_connect_options(url=self.url, context=self.context, base=base, **given)
+
+    def require(self, base: ConnectOptions | None = None) -> ConnectOptions:
+        """The options, or exit 2 when no server is configured anywhere."""
+        options = self.resolve(base)
+        if options is None:
+            typer.echo(
+                f"error: no server: pass --url or --context, or set {ENVIRONMENT['url']} or {ENVIRONMENT['context']}",
+                err=True,
+            )
+            raise typer.Exit(2)
+        return options
+
+
+_FLAGS = {
+    "url": ("--url", "NATS server URL(s), comma-separated; nats://, tls://, ws://, wss://."),
+    "context": ("--context", "A NATS CLI context: ~/.config/nats/context/NAME.json."),
+    "user": ("--user", "User name (with --password)."),
+    "password": ("--password", "Password; prefer the environment variable, which ps does not show."),
+    "token": ("--token", "Token; prefer the environment variable."),
+    "nkey": ("--nkey", "nkey seed file (or the seed itself)."),
+    "creds_file": ("--creds", "Credentials file: user JWT and seed."),
+    "tls_ca": ("--tls-ca", "CA bundle (PEM) that signed the server certificate."),
+    "tls_cert": ("--tls-cert", "Client certificate (PEM), with --tls-key."),
+    "tls_key": ("--tls-key", "Client private key (PEM)."),
+    "tls_hostname": ("--tls-hostname", "Host name the server certificate must carry."),
+}
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def with_connection(func: F) -> F:
+    """Give a command the connection options; it receives them as ``connection: ConnectionFlags``.
+
+    Failures of the command that a user or operator causes (bad settings, an unreachable or refusing
+    server, a missing permission) print one line without secrets and exit 1.
+    """
+    original = inspect.signature(func, eval_str=True)
+    kept = [p for p in original.parameters.values() if p.name != "connection"]
+    added = []
+    for name, (flag, text) in _FLAGS.items():
+        help_text = f"{text} Or ${ENVIRONMENT[name]}."
+        option = typer.Option(flag, help=help_text, rich_help_panel=PANEL, show_default=False)
+        added.append(
+            inspect.Parameter(
+                name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[str | None, option]
+            )
+        )
+
+    @functools.wraps(func)
+    def command(**kwargs: Any) -> Any:
+        flags = ConnectionFlags(**{name: kwargs.pop(name) for name in _FLAGS})
+        try:
+            return func(connection=flags, **kwargs)
+        except EventwireError as exc:
+            fail(_scrubbed(flags, str(exc)))
+        except (nats.errors.Error, TimeoutError, OSError) as exc:
+            fail(_scrubbed(flags, f"{type(exc).__name__}: {exc}".rstrip(": ")))
+
+    command.__signature__ = original.replace(parameters=[*kept, *added])  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in (*kept, *added)}
+    return command  # type: ignore[return-value]
+
+
+def _scrubbed(flags: ConnectionFlags, text: str) -> str:
+    try:
+        options = flags.resolve()
+    except EventwireError:
+        options = None
+    secrets = [flags.password, flags.token, flags.nkey]
+    for secret in (*(options.secrets() if options is not None else ()), *(s for s in secrets if s)):
+        text = text.replace(secret, "***")
+    return text.splitlines()[0] if text else "failed"
