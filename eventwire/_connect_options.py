@@ -33,6 +33,8 @@ ENVIRONMENT = {
     "tls_hostname": "EVENTWIRE_TLS_HOSTNAME",
 }
 CREDENTIALS = ("user", "password", "token", "nkey", "creds_file", "tls_ca", "tls_cert", "tls_key", "tls_hostname")
+# Who the client is: taken together from the first source that sets any of them, never mixed across sources.
+IDENTITY = ("user", "password", "token", "nkey", "creds_file")
 SCHEMES = ("nats", "tls", "ws", "wss")
 _SEED = re.compile(r"^S[A-Z][A-Z2-7]{56}$")
 _CONTEXT_NAME = re.compile(r"^[A-Za-z0-9_.@-]+$")
@@ -221,13 +223,19 @@ _AUTH_LABELS = (("creds_file", "creds file"), ("nkey", "nkey"), ("token", "token
 
 
 def _valid_seed(seed: str) -> bool:
+    """Whether ``seed`` decodes as an nkey seed with a matching checksum (nkeys itself skips that check)."""
+    import base64
+    import binascii
+
     import nkeys
 
+    text = seed.strip()
     try:
-        nkeys.from_seed(bytearray(seed.strip().encode()))
-    except Exception:
+        raw = base64.b32decode(text + "=" * (-len(text) % 8))
+        nkeys.from_seed(bytearray(text.encode()))
+    except (binascii.Error, nkeys.NkeysError):
         return False
-    return True
+    return bytes(raw[-2:]) == bytes(nkeys.crc16_checksum(raw[:-2]))
 
 
 def _read_quietly(path: str) -> str | None:
@@ -298,8 +306,10 @@ def resolve_connect_options(
 ) -> ConnectOptions | None:
     """Options from explicit values (CLI flags), else ``EVENTWIRE_*`` variables, else a NATS CLI context.
 
-    ``given`` holds :data:`CREDENTIALS` by name. Returns None when no server is configured anywhere
-    (then an App starts an embedded server); ``base`` supplies the other settings.
+    ``given`` holds :data:`CREDENTIALS` by name. The identity (user/password, token, nkey or creds)
+    comes whole from the first of those sources that names one; each TLS setting from the first that
+    has it. Returns None when no server is configured anywhere (then an App starts an embedded
+    server); ``base`` supplies the other settings.
     """
     unknown = set(given) - set(CREDENTIALS)
     if unknown:
@@ -307,15 +317,21 @@ def resolve_connect_options(
     env = os.environ if environ is None else environ
     context = context or env.get(ENVIRONMENT["context"]) or None
     from_context = read_context(context, env) if context else {}
-    settings: dict[str, Any] = {}
+    sources: list[dict[str, str]] = [
+        {name: value for name, value in {"url": url, **given}.items() if value is not None},
+        {name: env[variable] for name, variable in ENVIRONMENT.items() if env.get(variable)},
+        from_context,
+    ]
+    identity = next((source for source in sources if any(name in source for name in IDENTITY)), {})
+    settings: dict[str, Any] = {name: identity[name] for name in IDENTITY if name in identity}
     for name in ("url", *CREDENTIALS):
-        value = url if name == "url" else given.get(name)
-        if value is None:
-            value = env.get(ENVIRONMENT[name]) or None
-        if value is None:
-            value = from_context.get(name)
-        if value is not None:
-            settings[name] = str(Path(value).expanduser()) if name in _PATHS and not _SEED.match(value) else value
+        if name not in IDENTITY:
+            value = next((source[name] for source in sources if name in source), None)
+            if value is not None:
+                settings[name] = value
+    for name in _PATHS & settings.keys():
+        if not _SEED.match(settings[name]):
+            settings[name] = str(Path(settings[name]).expanduser())
     server_url = settings.pop("url", None)
     if server_url is None:
         if base is not None:

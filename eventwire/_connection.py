@@ -11,11 +11,16 @@ back. Permission denials go to whoever waits on the refused subject.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
+import json
 import logging
 import socket
 import ssl
+import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +31,16 @@ from ._errors import ConnectError
 from ._nats_client import EventwireClient, parse_denial
 
 logger = logging.getLogger("eventwire.connection")
+
+
+class _QuietTLSClose(logging.Filter):
+    """asyncio warns at every TLS connection nats-py closes; it means nothing to an operator."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "eof_received() has no effect when using ssl" not in record.getMessage()
+
+
+logging.getLogger("asyncio").addFilter(_QuietTLSClose())
 
 # How often a connection that stays down is reported (seconds).
 DOWN_SUMMARY_INTERVAL = 30.0
@@ -51,6 +66,10 @@ def describe_failure(exc: BaseException) -> tuple[str, bool]:
         if "wrong_version_number" in text or "record_layer" in text or "packet_length" in text:
             return "TLS: the server does not speak TLS on this port", False
         return f"TLS handshake failed ({exc.reason or type(exc).__name__})", False
+    if isinstance(exc, nats.errors.UnexpectedEOF):
+        return "the server closed the connection", True
+    if isinstance(exc, nats.errors.StaleConnectionError):
+        return "the server stopped answering pings", True
     if isinstance(exc, nats.errors.Error):
         text = str(exc).lower()
         if "authorization violation" in text:
@@ -87,12 +106,15 @@ class ConnectionState:
         self.attempts = 0
         self.last_error: str | None = None
         self.down_since: float | None = None
+        self.server = options.shown_servers[0]
+        self._drop_reason: str | None = None
         self._summary: asyncio.Task[None] | None = None
         self.reconnect_listeners: list[Callable[[], None]] = []
 
-    def _server(self) -> str:
+    def _note_server(self) -> None:
         url = self._nc.connected_url
-        return redact_url(url.geturl()) if url is not None else "NATS"
+        if url is not None:
+            self.server = redact_url(url.geturl())
 
     async def on_error(self, exc: Exception) -> None:
         denial = parse_denial(str(exc)) if isinstance(exc, nats.errors.Error) else None
@@ -105,11 +127,17 @@ class ConnectionState:
             if not describe_failure(exc)[1]:
                 self.fatal.set()
             return
+        reason, network = describe_failure(exc)
         if self.down_since is not None or self._nc.is_reconnecting:
             self.attempts += 1
-            self.last_error = describe_failure(exc)[0]
+            self.last_error = reason
             return
-        logger.warning("NATS connection error: %s", self._options.scrub(describe_failure(exc)[0]))
+        if network or isinstance(exc, nats.errors.UnexpectedEOF | nats.errors.StaleConnectionError):
+            # The drop that follows says it once, with this as its cause.
+            self._drop_reason = reason
+            logger.debug("connection to %s: %s", self.server, reason)
+            return
+        logger.warning("NATS connection error: %s", self._options.scrub(reason))
 
     async def on_disconnected(self) -> None:
         if self.closing or self.connecting:
@@ -117,7 +145,9 @@ class ConnectionState:
         loop = asyncio.get_running_loop()
         self.down_since = loop.time()
         self.attempts = 0
-        logger.warning("connection to %s lost; reconnecting", self._server())
+        cause = f" ({self._drop_reason})" if self._drop_reason else ""
+        self._drop_reason = None
+        logger.warning("connection to %s lost%s; reconnecting", self.server, cause)
         if self._summary is None or self._summary.done():
             self._summary = asyncio.create_task(self._report_outage(), name="eventwire-connection-outage")
 
@@ -140,7 +170,8 @@ class ConnectionState:
         self.down_since = None
         if self._summary is not None:
             self._summary.cancel()
-        logger.info("reconnected to %s after %.1fs", self._server(), down)
+        self._note_server()
+        logger.info("reconnected to %s after %.1fs", self.server, down)
         for listener in self.reconnect_listeners:
             listener()
 
@@ -214,6 +245,7 @@ async def connect(options: ConnectOptions) -> tuple[EventwireClient, ConnectionS
             await nc.close()
         raise _first_connect_error(options, state, problem)
     state.connecting = False
+    state._note_server()
     return nc, state
 
 
@@ -229,4 +261,22 @@ def _first_connect_error(
         )
     reason, retryable = describe_failure(deciding)
     detail = f"gave up after {options.first_connect_deadline:g}s, {tries}" if retryable else None
+    expired_at = _creds_expiry(options.creds_file) if options.creds_file else None
+    if reason.startswith("authorization violation") and expired_at is not None and expired_at < time.time():
+        # The server answers an expired JWT with a plain authorization violation.
+        reason = "the credentials have expired"
+        detail = f"the user JWT in {options.creds_file} expired at {datetime.fromtimestamp(expired_at, UTC):%Y-%m-%d %H:%M:%S} UTC"
     return ConnectError(options.scrub(reason), options.shown_servers, detail)
+
+
+def _creds_expiry(path: str) -> float | None:
+    """The ``exp`` claim of the user JWT in a creds file, if it has one."""
+    try:
+        lines = Path(path).read_text(encoding="utf-8").splitlines()
+        jwt = lines[next(i for i, line in enumerate(lines) if "BEGIN NATS USER JWT" in line) + 1].strip()
+        body = jwt.split(".")[1]
+        claims = json.loads(base64.urlsafe_b64decode(body + "=" * (-len(body) % 4)))
+    except (OSError, StopIteration, IndexError, ValueError, binascii.Error):
+        return None
+    expires = claims.get("exp") if isinstance(claims, dict) else None
+    return float(expires) if isinstance(expires, int | float) else None

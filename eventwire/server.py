@@ -194,6 +194,16 @@ class EmbeddedServer:
         """SIGKILL the server, keeping its store: a crash, for fault tests."""
         self._terminate(kill=True)
 
+    def pause(self) -> None:
+        """SIGSTOP the server: its sockets stay open and it answers nothing, like a frozen or partitioned node."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT a paused server."""
+        if self._process is not None:
+            self._process.send_signal(signal.SIGCONT)
+
     def restart(self) -> EmbeddedServer:
         """Start again on the same port and store after :meth:`kill` or a clean shutdown."""
         self._terminate(kill=False)
@@ -204,6 +214,8 @@ class EmbeddedServer:
         if process is None:
             return
         if process.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGCONT)  # a paused server cannot act on SIGTERM
             if kill:
                 process.kill()
             else:

@@ -4,16 +4,19 @@
 fixtures ``memory_broker``, ``memory_transport``, ``memory_publisher``,
 ``jetstream_server`` and ``jetstream_url``, and the
 ``virtual_time`` marker that runs an async test on :class:`VirtualTimeLoop`.
+:class:`EmbeddedCluster` runs a JetStream cluster of embedded servers for fault tests.
 """
 
 from .._delivery import Settlement
 from ..transport.memory import DurableState, MemoryBroker, MemoryTransport
 from ._clock import VirtualClock, VirtualTimeLoop, virtual_time_loop
+from ._cluster import EmbeddedCluster
 from ._probe import AppProbe, PublishedEvent, RecordingTransport, running
 
 __all__ = [
     "AppProbe",
     "DurableState",
+    "EmbeddedCluster",
     "MemoryBroker",
     "MemoryTransport",
     "PublishedEvent",
