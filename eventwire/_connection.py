@@ -265,7 +265,8 @@ def _first_connect_error(
     if reason.startswith("authorization violation") and expired_at is not None and expired_at < time.time():
         # The server answers an expired JWT with a plain authorization violation.
         reason = "the credentials have expired"
-        detail = f"the user JWT in {options.creds_file} expired at {datetime.fromtimestamp(expired_at, UTC):%Y-%m-%d %H:%M:%S} UTC"
+        moment = datetime.fromtimestamp(expired_at, UTC)
+        detail = f"the user JWT in {options.creds_file} expired at {moment:%Y-%m-%d %H:%M:%S} UTC"
     return ConnectError(options.scrub(reason), options.shown_servers, detail)
 
 

@@ -349,7 +349,8 @@ async def test_a_lost_connection_is_reported_once_then_summarized(
     records = [r for r in caplog.records if r.name == "eventwire.connection"]
     above_debug = [(r.levelname, r.getMessage()) for r in records if r.levelno > logging.DEBUG]
     print(*above_debug, sep="\n")
-    assert above_debug[0] == ("WARNING", f"connection to {fresh_server.url} lost (the server closed the connection); reconnecting")
+    lost = f"connection to {fresh_server.url} lost (the server closed the connection); reconnecting"
+    assert above_debug[0] == ("WARNING", lost)
     summaries = [m for level, m in above_debug if "still disconnected" in m]
     assert 2 <= len(summaries) <= 4  # one a second while down, not one per attempt
     assert "connection refused" in summaries[-1]
