@@ -272,11 +272,12 @@ def test_options_keep_secrets_out_of_repr_and_errors(tmp_path: Path) -> None:
         repr(ConnectOptions.from_url("nats://h:1", user="alice", password=PASSWORD)),
         repr(ConnectOptions.from_url("nats://h:1", nkey=seed)),
     ]
-    for bad in (
+    failures: tuple[Callable[[], ConnectOptions], ...] = (
         lambda: ConnectOptions.from_url("nats://h:1", nkey=seed[:-1] + ("A" if seed[-1] != "A" else "B")),
         lambda: ConnectOptions.from_url(f"http://alice:{PASSWORD}@h:1"),
         lambda: ConnectOptions.from_url(f"nats://alice:{PASSWORD}@h:notaport"),
-    ):
+    )
+    for bad in failures:
         with pytest.raises((ConfigError, ConnectError)) as caught:
             bad()
         shown.append(str(caught.value))
