@@ -1,4 +1,4 @@
-"""Every command that connects: a bad server or credential is one line on stderr and exit 1, fast; SIGTERM ends a connect."""
+"""Every command that connects: a bad server or credential is one line and exit 1; SIGTERM ends a connect."""
 
 from __future__ import annotations
 
