@@ -33,8 +33,9 @@ ENVIRONMENT = {
     "tls_hostname": "EVENTWIRE_TLS_HOSTNAME",
 }
 CREDENTIALS = ("user", "password", "token", "nkey", "creds_file", "tls_ca", "tls_cert", "tls_key", "tls_hostname")
-# Who the client is: taken together from the first source that sets any of them, never mixed across sources.
-IDENTITY = ("user", "password", "token", "nkey", "creds_file")
+# Who the client is: taken from the first source that names one, never mixed across sources; a user's
+# password may come from a later one (a --user flag with the password in the environment, out of ps).
+IDENTITY = ("user", "token", "nkey", "creds_file")
 SCHEMES = ("nats", "tls", "ws", "wss")
 _SEED = re.compile(r"^S[A-Z][A-Z2-7]{56}$")
 _CONTEXT_NAME = re.compile(r"^[A-Za-z0-9_.@-]+$")
@@ -325,6 +326,8 @@ def resolve_connect_options(
     identity = next((source for source in sources if any(name in source for name in IDENTITY)), {})
     settings: dict[str, Any] = {name: identity[name] for name in IDENTITY if name in identity}
     for name in ("url", *CREDENTIALS):
+        if name == "password" and "user" not in settings:
+            continue
         if name not in IDENTITY:
             value = next((source[name] for source in sources if name in source), None)
             if value is not None:
