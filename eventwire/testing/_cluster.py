@@ -72,12 +72,21 @@ class EmbeddedCluster:
         return next(node for node in self.nodes if node.port == port)
 
     def start(self, timeout: float = 30.0) -> EmbeddedCluster:
-        """Start every node and wait until JetStream has a meta leader."""
+        """Start every node and wait until JetStream has a meta leader (outside an event loop)."""
         for node in self.nodes:
             node._spawn()
         for node in self.nodes:
             node._await_ready()
         asyncio.run(self.wait_for_jetstream(timeout))
+        return self
+
+    async def start_async(self, timeout: float = 30.0) -> EmbeddedCluster:
+        """:meth:`start` from inside an event loop."""
+        for node in self.nodes:
+            node._spawn()
+        for node in self.nodes:
+            await asyncio.to_thread(node._await_ready)
+        await self.wait_for_jetstream(timeout)
         return self
 
     async def wait_for_jetstream(self, timeout: float = 30.0) -> None:
