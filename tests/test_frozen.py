@@ -19,7 +19,7 @@ from eventwire.server import EmbeddedServer
 from eventwire.testing import EmbeddedCluster
 from eventwire.transport import JetStreamTransport
 
-from .conftest import unique
+from .conftest import eventually, unique
 from .events import OrderCreated
 
 ROOT = Path(__file__).parent.parent
@@ -74,6 +74,11 @@ async def test_a_frozen_node_is_left_within_the_keepalive_bound_and_publishing_r
     assert (ack.sequence, info.state.messages) == (2, 2)  # the retried publish was stored once
 
 
+def _spawn(command: list[str], env: dict[str, str], *, keep_log: bool = False) -> subprocess.Popen[bytes]:
+    log = subprocess.PIPE if keep_log else subprocess.DEVNULL
+    return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log)
+
+
 def _records(path: Path) -> list[tuple[int, str, int, float]]:
     if not path.exists():
         return []
@@ -99,13 +104,12 @@ async def test_a_resumed_consumer_skips_what_waited_past_ack_wait(
     record = tmp_path / "record.txt"
     env = {**os.environ, "TEST_STREAM": name, "TEST_RECORD": str(record), "TEST_ACK_WAIT": "2"}
     command = [sys.executable, "-m", "eventwire", "run", "tests.services.recorder:app", "--url", jetstream_server.url]
-    first = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    first = _spawn(command, env, keep_log=True)
     second = None
     try:
-        while not any(pid == first.pid for pid, *_ in _records(record)):
-            await asyncio.sleep(0.05)
+        await eventually(lambda: any(pid == first.pid for pid, *_ in _records(record)), timeout=30)
         first.send_signal(signal.SIGSTOP)  # with up to eight fetched events waiting in its buffer
-        second = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        second = _spawn(command, env)
         await asyncio.sleep(5.0)  # past ack_wait: the server hands the first one's events to the second
         resumed_at = time.time()
         first.send_signal(signal.SIGCONT)

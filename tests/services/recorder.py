@@ -29,6 +29,10 @@ app = App("recorder", idle_heartbeat=0.5, pull_expires=2.0, dead_letters=False)
     prefetch=int(os.environ.get("TEST_PREFETCH", "8")),
 )
 async def record(order: OrderCreated, delivery: Delivery) -> None:
-    with open(RECORD, "a", encoding="utf-8") as out:
-        out.write(f"{os.getpid()} {order.order_id} {delivery.delivery_count} {time.time():.6f}\n")
+    _append(f"{os.getpid()} {order.order_id} {delivery.delivery_count} {time.time():.6f}\n")
     await asyncio.sleep(HANDLER_SECONDS)
+
+
+def _append(line: str) -> None:
+    with open(RECORD, "a", encoding="utf-8") as out:  # a line, at once: the test reads it while we run
+        out.write(line)
