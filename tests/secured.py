@@ -213,3 +213,37 @@ def make_operator(folder: Path, *, expires: int | None = None) -> Operator:
     creds = folder / "user.creds"
     creds.write_text(creds_text(jwt, seed_of(user)))
     return Operator(config, creds, jwt, seed_of(user), account)
+
+
+# -- one server per credential kind ------------------------------------------------------------------------
+
+
+class Secured:
+    """The servers of this module, each with the credentials that open it."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.tmp = tmp
+        self.certs = make_certificates(tmp / "tls")
+        self.other_certs = make_certificates(tmp / "other-tls", "other-")
+        self.nkey = new_keypair(nkeys.PREFIX_BYTE_USER)
+        self.nkey_file = tmp / "user.nk"
+        self.nkey_file.write_text(seed_of(self.nkey) + "\n")
+        self.operator = make_operator(tmp / "operator")
+        self.servers: dict[str, EmbeddedServer] = {}
+        configs = {
+            "tls": tls_block(self.certs, verify=False),
+            "mtls": tls_block(self.certs, verify=True),
+            "password": f'authorization {{ users = [ {{ user: alice, password: "{PASSWORD}" }} ] }}\n',
+            "token": f'authorization {{ token: "{TOKEN}" }}\n',
+            "nkey": f'authorization {{ users = [ {{ nkey: "{public_of(self.nkey)}" }} ] }}\n',
+            "operator": self.operator.config,
+        }
+        for name, config in configs.items():
+            self.servers[name] = secured_server(tmp, config, name)
+
+    def url(self, name: str, scheme: str = "nats") -> str:
+        return self.servers[name].url.replace("nats://", f"{scheme}://")
+
+    def stop(self) -> None:
+        for server in self.servers.values():
+            server.stop()

@@ -23,50 +23,7 @@ from eventwire.transport import JetStreamTransport
 
 from .conftest import unique
 from .events import OrderCreated
-from .secured import (
-    PASSWORD,
-    TOKEN,
-    creds_text,
-    make_certificates,
-    make_operator,
-    new_keypair,
-    public_of,
-    secured_server,
-    seed_of,
-    tls_block,
-    user_jwt,
-)
-
-
-class Secured:
-    """The servers of this module, each with the credentials that open it."""
-
-    def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
-        self.certs = make_certificates(tmp / "tls")
-        self.other_certs = make_certificates(tmp / "other-tls", "other-")
-        self.nkey = new_keypair(nkeys.PREFIX_BYTE_USER)
-        self.nkey_file = tmp / "user.nk"
-        self.nkey_file.write_text(seed_of(self.nkey) + "\n")
-        self.operator = make_operator(tmp / "operator")
-        self.servers: dict[str, EmbeddedServer] = {}
-        configs = {
-            "tls": tls_block(self.certs, verify=False),
-            "mtls": tls_block(self.certs, verify=True),
-            "password": f'authorization {{ users = [ {{ user: alice, password: "{PASSWORD}" }} ] }}\n',
-            "token": f'authorization {{ token: "{TOKEN}" }}\n',
-            "nkey": f'authorization {{ users = [ {{ nkey: "{public_of(self.nkey)}" }} ] }}\n',
-            "operator": self.operator.config,
-        }
-        for name, config in configs.items():
-            self.servers[name] = secured_server(tmp, config, name)
-
-    def url(self, name: str, scheme: str = "nats") -> str:
-        return self.servers[name].url.replace("nats://", f"{scheme}://")
-
-    def stop(self) -> None:
-        for server in self.servers.values():
-            server.stop()
+from .secured import PASSWORD, TOKEN, Secured, creds_text, make_operator, new_keypair, seed_of, user_jwt
 
 
 @pytest.fixture(scope="module")

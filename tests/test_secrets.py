@@ -1,0 +1,156 @@
+"""No secret in any output: every command and a running App at DEBUG, with each credential kind, through a reconnect.
+
+The secrets are the passwords, tokens, nkey seeds, user JWTs and creds seeds of tests/secured.py, plus a database
+password; everything the processes print is collected and searched for each of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from sqlalchemy.engine import make_url
+
+from .conftest import eventually
+from .secured import PASSWORD, TOKEN, Secured, seed_of
+from .test_outbox import POSTGRES
+
+ROOT = Path(__file__).parent.parent
+DB_PASSWORD = "db-Rt73nQx"
+APP = "eventwire.demo:inventory_service()"
+
+
+@dataclass(frozen=True)
+class Kind:
+    server: str
+    environment: dict[str, str]
+    arguments: tuple[str, ...]
+    secrets: tuple[str, ...]
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
+    servers = Secured(tmp_path_factory.mktemp("secrets"))
+    try:
+        yield servers
+    finally:
+        servers.stop()
+
+
+def kinds(secured: Secured) -> dict[str, Kind]:
+    seed = seed_of(secured.nkey)
+    creds = (secured.operator.user_jwt, secured.operator.user_seed)
+    url = secured.url
+    return {
+        "password in the URL": Kind(
+            "password", {}, ("--url", url("password").replace("//", f"//alice:{PASSWORD}@")), (PASSWORD,)
+        ),
+        "password in the environment": Kind(
+            "password",
+            {"EVENTWIRE_USER": "alice", "EVENTWIRE_PASSWORD": PASSWORD},
+            ("--url", url("password")),
+            (PASSWORD,),
+        ),
+        "token in the URL": Kind("token", {}, ("--url", url("token").replace("//", f"//{TOKEN}@")), (TOKEN,)),
+        "token as a flag": Kind("token", {}, ("--url", url("token"), "--token", TOKEN), (TOKEN,)),
+        "nkey seed in the environment": Kind("nkey", {"EVENTWIRE_NKEY": seed}, ("--url", url("nkey")), (seed,)),
+        "nkey seed file": Kind("nkey", {}, ("--url", url("nkey"), "--nkey", str(secured.nkey_file)), (seed,)),
+        "creds file": Kind(
+            "operator", {"EVENTWIRE_CREDS": str(secured.operator.creds)}, ("--url", url("operator")), creds
+        ),
+    }
+
+
+class Process:
+    """A command whose stdout and stderr go to one file, read while it runs."""
+
+    def __init__(self, log: Path, *args: str, env: dict[str, str]) -> None:
+        self.log = log
+        with log.open("wb") as out:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", "eventwire", *args], cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT
+            )
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def wait(self, timeout: float = 60) -> str:
+        self.process.wait(timeout)
+        return self.text()
+
+
+def _secret_free_environment(kind: Kind) -> dict[str, str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("EVENTWIRE_")}
+    return {**clean, "COLUMNS": "200", **kind.environment}
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.parametrize(
+    "name",
+    [
+        "password in the URL",
+        "password in the environment",
+        "token in the URL",
+        "token as a flag",
+        "nkey seed in the environment",
+        "nkey seed file",
+        "creds file",
+    ],
+)
+async def test_no_secret_reaches_any_output(secured: Secured, name: str, tmp_path: Path) -> None:
+    kind = kinds(secured)[name]
+    server = secured.servers[kind.server]
+    env = _secret_free_environment(kind)
+    db = make_url(POSTGRES).set(password=DB_PASSWORD).render_as_string(hide_password=False)
+    outputs: dict[str, str] = {}
+
+    app = Process(tmp_path / "run.log", "run", APP, *kind.arguments, "--log-level", "DEBUG", env=env)
+    try:
+        await eventually(lambda: "inventory started" in app.text(), timeout=30)
+        server.kill()
+        await asyncio.sleep(1.5)
+        server.restart()  # from this thread: the server dies with the thread that started it
+        await eventually(lambda: "reconnected to" in app.text(), timeout=30)
+    finally:
+        app.process.send_signal(signal.SIGTERM)
+        outputs["run, through a reconnect"] = await asyncio.to_thread(app.wait)
+
+    relay = Process(tmp_path / "relay.log", "relay", "--db", db, *kind.arguments, "--log-level", "DEBUG", env=env)
+    await asyncio.sleep(3.0)
+    relay.process.send_signal(signal.SIGTERM)
+    outputs["relay"] = await asyncio.to_thread(relay.wait)
+
+    commands = {
+        "demo": ["demo", "--orders", "20", "--log-level", "DEBUG"],
+        "dlq list": ["dlq", "list"],
+        "dlq show": ["dlq", "show", "DLQ-inventory:1"],
+        "dlq replay": ["dlq", "replay", "--service", "nobody"],
+        "dlq purge": ["dlq", "purge", "--service", "nobody", "--yes"],
+    }
+    for label, command in commands.items():
+        started = time.monotonic()
+        outputs[label] = await asyncio.to_thread(
+            Process(tmp_path / f"{label.replace(' ', '-')}.log", *command, *kind.arguments, env=env).wait
+        )
+        assert time.monotonic() - started < 60
+    # asyncapi lists the servers in the document it writes; it takes the URL only.
+    outputs["asyncapi"] = await asyncio.to_thread(
+        Process(tmp_path / "asyncapi.log", "asyncapi", APP, *kind.arguments[:2], env=env).wait
+    )
+    assert "reconnected to" in outputs["run, through a reconnect"]
+    assert "orders published" in outputs["demo"]
+    assert '"servers"' in outputs["asyncapi"]
+    lines = sum(len(text.splitlines()) for text in outputs.values())
+    secrets = (*kind.secrets, DB_PASSWORD)
+    found = [(label, secret[:6]) for label, text in outputs.items() for secret in secrets if secret in text]
+    print(f"{name}: {len(outputs)} commands, {lines} lines of output, {len(secrets)} secrets, found {len(found)}")
+    assert found == []
+    assert "Traceback" not in "".join(outputs.values())
