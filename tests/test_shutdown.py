@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import nats
 from nats.aio.client import Client as NatsClient
 
 from eventwire import App, Stream
@@ -39,6 +40,10 @@ async def publish_orders(nc: NatsClient, stream: str, count: int) -> None:
         await js.publish(
             f"{stream}.created", OrderCreated(order_id=f"o-{i}").SerializeToString(), headers={**CE, "ce-id": f"id-{i}"}
         )
+
+
+async def nats_connect(server: EmbeddedServer) -> NatsClient:
+    return await nats.connect(server.url)
 
 
 async def wait_exit(process: subprocess.Popen[bytes], timeout: float) -> int:
@@ -101,3 +106,30 @@ async def test_second_signal_exits_at_once(
     assert not (tmp_path / "finished-o-0").exists()
     info = await raw_nc.jetstream().consumer_info(stream, "slowsvc-slow")
     assert info.ack_floor.stream_seq == 0  # not acked: it will be redelivered
+
+
+async def test_sigterm_while_reconnecting_exits_at_once(fresh_server: EmbeddedServer, tmp_path: Path) -> None:
+    """Nothing can be acked while disconnected: the shutdown does not wait for the 60-second handler."""
+    nc = await nats_connect(fresh_server)
+    stream = unique("SIG")
+    try:
+        await publish_orders(nc, stream, 1)
+    finally:
+        await nc.close()
+    service = start_service(fresh_server, stream, tmp_path, TEST_HANDLER_SECONDS="60")
+    try:
+        await eventually((tmp_path / "started-o-0").exists, timeout=30)
+        fresh_server.kill()
+        await asyncio.sleep(1.0)  # the service has noticed and is reconnecting
+        started = time.monotonic()
+        service.send_signal(signal.SIGTERM)
+        code = await wait_exit(service, 20)
+        took = time.monotonic() - started
+    finally:
+        service.kill()
+    output = service.stdout.read().decode() if service.stdout else ""
+    print(f"exited {took:.2f}s after SIGTERM while disconnected")
+    assert code == 0, output
+    assert took < 3.0, output
+    assert "stopping while disconnected" in output
+    assert "Traceback" not in output

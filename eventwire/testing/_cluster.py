@@ -11,8 +11,10 @@ import time
 from pathlib import Path
 from types import TracebackType
 
+from .._connect_options import ConnectOptions
 from .._errors import ServerError
 from ..server import EmbeddedServer
+from ..transport import JetStreamTransport
 
 
 def _free_port() -> int:
@@ -91,18 +93,18 @@ class EmbeddedCluster:
 
     async def wait_for_jetstream(self, timeout: float = 30.0) -> None:
         """Wait until the cluster's JetStream answers API requests (a meta leader is elected)."""
-        import nats
-
         give_up_at = time.monotonic() + timeout
         while True:
             with contextlib.suppress(Exception):
-                nc = await nats.connect(self.url.split(","), connect_timeout=1, max_reconnect_attempts=1)
+                transport = await JetStreamTransport.connect(
+                    ConnectOptions.from_url(self.url, first_connect_deadline=1.0)
+                )
                 try:
-                    reply = await nc.request("$JS.API.INFO", b"", timeout=1)
+                    reply = await transport.nc.request("$JS.API.INFO", b"", timeout=1)
                     if "error" not in json.loads(reply.data):
                         return
                 finally:
-                    await nc.close()
+                    await transport.close()
             if time.monotonic() > give_up_at:
                 raise ServerError(f"the cluster's JetStream did not come up within {timeout:g}s")
             await asyncio.sleep(0.2)
