@@ -18,15 +18,14 @@ import inspect
 import re
 from collections.abc import Sequence
 from typing import Any
-from urllib.parse import urlsplit
 
 from google.protobuf.message import Message
 
 from ._app import App
 from ._backoff import Backoff
+from ._connect_options import parse_server_url
 from ._delivery import HandlerSpec
 from ._envelope import MSG_ID_HEADER, REQUIRED_ATTRIBUTES, SPEC_VERSION
-from ._errors import ConfigError
 from ._streams import subjects_overlap
 from .contracts import JSON, PROTOBUF, event_type_of, schema_ref
 from .contracts._proto_source import file_descriptor_proto, render_file
@@ -203,14 +202,9 @@ def cloudevents_headers(ce_type: str) -> Document:
 def _servers(urls: Sequence[str]) -> Document:
     servers: Document = {}
     for number, url in enumerate(urls, start=1):
-        parts = urlsplit(url if "://" in url else f"nats://{url}")
-        try:
-            port = parts.port
-        except ValueError as exc:
-            raise ConfigError(f"server URL {url!r}: {exc}") from exc
-        if not parts.hostname:
-            raise ConfigError(f"server URL {url!r} names no host")
-        host = f"[{parts.hostname}]" if ":" in parts.hostname else parts.hostname
+        parts = parse_server_url(url)
+        port = parts.port
+        host = f"[{parts.host}]" if ":" in parts.host else parts.host
         # userinfo is dropped on purpose: a password or token must never end up in a published document.
         server: Document = {
             "host": host if port is None else f"{host}:{port}",

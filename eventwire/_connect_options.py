@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from ._errors import ConfigError, ConnectError
+from ._errors import MALFORMED_URL, ConfigError, ConnectError
 
 # The environment variables every entry point reads (code without options, and each CLI command).
 ENVIRONMENT = {
@@ -72,7 +72,7 @@ def parse_server_url(url: str) -> ServerURL:
     shown = redact_url(text)
 
     def malformed(why: str) -> ConnectError:
-        return ConnectError("malformed URL", (shown,), why)
+        return ConnectError(MALFORMED_URL, (shown,), why)
 
     if not text or any(c.isspace() for c in text):
         raise malformed("empty or holds spaces")

@@ -53,15 +53,23 @@ class ServerError(EventwireError):
     """The embedded nats-server could not be started or stopped."""
 
 
-class ConnectError(EventwireError):
-    """The first connection to NATS could not be made.
+MALFORMED_URL = "malformed URL"
 
-    ``reason`` is one of :data:`CONNECT_REASONS`; ``servers`` are the URLs tried, credentials removed.
+
+class ConnectError(EventwireError):
+    """The first connection to NATS could not be made, or a server URL is malformed (nothing was tried).
+
+    ``reason`` says why in a few words (docs/connecting.md lists them); ``servers`` are the URLs,
+    credentials removed.
     """
 
     def __init__(self, reason: str, servers: tuple[str, ...], detail: str | None = None) -> None:
         where = ", ".join(servers) or "no server"
-        super().__init__(f"cannot connect to {where}: {reason}" + (f" ({detail})" if detail else ""))
+        if reason == MALFORMED_URL:
+            message = f"malformed server URL {where}: {detail}"
+        else:
+            message = f"cannot connect to {where}: {reason}" + (f" ({detail})" if detail else "")
+        super().__init__(message)
         self.reason = reason
         self.servers = servers
 

@@ -73,7 +73,7 @@ async def test_every_command_fails_with_one_line_and_exit_1(
     expected = {
         "refused port": "connection refused",
         "wrong password": "authorization violation",
-        "malformed URL": "malformed URL",
+        "malformed URL": "malformed server URL ***@bad",
         "missing creds file": "creds_file",
     }[failure]
     names = list(commands(tmp_path))

@@ -168,7 +168,7 @@ def _bad(secured: Secured, case: str, tmp: Path) -> tuple[Callable[[], ConnectOp
         ),
         "refused port": (lambda: ConnectOptions.from_url("nats://127.0.0.1:1"), "connection refused"),
         "unknown host": (lambda: ConnectOptions.from_url("nats://no-such-host.invalid:4222"), "name resolution"),
-        "malformed URL": (lambda: ConnectOptions.from_url(f"nats//alice:{PASSWORD}@bad url"), "malformed URL"),
+        "malformed URL": (lambda: ConnectOptions.from_url(f"nats//alice:{PASSWORD}@bad url"), "malformed server URL"),
         "missing creds file": (
             lambda: ConnectOptions.from_url(secured.url("operator"), creds_file=str(tmp / "none.creds")),
             "creds_file",
