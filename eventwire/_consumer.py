@@ -150,6 +150,8 @@ class Consumer:
             return True
         dropped = 1 + self._drop_expired(oldest_allowed)
         self.expired += dropped
+        if self._source is not None:
+            self._source.notify()  # their room is free again
         logger.warning(
             "handler %s: %d fetched event(s) waited here longer than ack_wait (%gs), the process was paused or its "
             "loop stalled; not handled, the server redelivers them [first: %s]",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import time
 from collections import defaultdict
 from collections.abc import Callable
 from typing import Any
@@ -30,7 +31,7 @@ from eventwire import (
 from eventwire._delivery import OrderingMode, UnknownTypePolicy
 from eventwire._streams import Durable
 from eventwire.server import EmbeddedServer
-from eventwire.testing import running
+from eventwire.testing import VirtualTimeLoop, running
 from eventwire.transport import ConnectOptions, InboundMessage, JetStreamTransport, MessageSource, Transport
 
 from ..events import OrderCreated, StockReserved
@@ -608,3 +609,44 @@ async def test_registered_type_the_handler_does_not_take(backend: Backend, polic
         (letter,) = letters
         assert letter.subject == "dlq.cf.orders"
         assert letter.envelope is not None and letter.envelope.type == "shop.inventory.v1.StockReserved"
+
+
+def stall(seconds: float) -> None:
+    """Block the event loop: no callback, heartbeat or read runs meanwhile, as in a paused process."""
+    loop = asyncio.get_running_loop()
+    if isinstance(loop, VirtualTimeLoop):
+        loop.clock.advance(seconds)
+    else:
+        time.sleep(seconds)
+
+
+async def test_events_that_waited_past_ack_wait_in_a_stalled_loop_are_left_to_the_server(backend: Backend) -> None:
+    """Five fetched events wait while the loop is blocked past their ack_wait: none is handled on that delivery.
+
+    The server redelivers them, and the consumer, told there is room again, takes and handles each once.
+    """
+    stream = backend.stream()
+    transport = await backend.connect()
+    await transport.ensure_stream(stream)
+    await Publisher(transport, source="/conformance").publish_many(outgoing(f"{stream.name}.a", 6))
+    deliveries: list[tuple[str, int]] = []
+    app = App("cf")
+
+    # The prefetch is the whole batch: only the dropped events' room lets the consumer pull again.
+    @app.handler(OrderCreated, stream=stream, ack_wait=1.0, prefetch=6)
+    async def collect(event: OrderCreated, delivery: Delivery) -> None:
+        deliveries.append((event.order_id, delivery.delivery_count))
+        if event.order_id == "o-0" and delivery.delivery_count == 1:
+            await asyncio.sleep(0.3)  # the other five have arrived and wait in the buffer
+            stall(1.5)
+
+    async with running(app, await backend.connect()) as probe:
+        await probe.wait_until(lambda: sum(1 for o, _ in deliveries if o != "o-0") >= 5, timeout=30)
+        await asyncio.sleep(1.5)  # room for a wrongly repeated delivery to show
+        expired = app.consumers[0].expired
+    by_event: dict[str, list[int]] = defaultdict(list)
+    for order_id, count in deliveries:
+        by_event[order_id].append(count)
+    assert by_event["o-0"] in ([1], [1, 2])  # being handled during the stall: its late ack may lose the race
+    assert {f"o-{n}": by_event[f"o-{n}"] for n in range(1, 6)} == {f"o-{n}": [2] for n in range(1, 6)}
+    assert expired == 5
