@@ -154,18 +154,21 @@ class JetStreamPull:
         ]
         self._wake.set()
 
-    def _on_denial(self, denial: PermissionDenied) -> bool:
-        durable = self._durable
+    def _refusal(self, denial: PermissionDenied) -> PermissionDenied | None:
+        """What ``denial`` means for this pull, if it is about one of its subjects."""
+        name = self._durable.name
         if denial.operation == "subscribe":
-            refused = denial.subject == self._inbox.lower() and PermissionDenied(
-                "subscribe", self._inbox, f"deliveries of durable {durable.name}"
-            )
-        elif denial.subject == self._next_subject.lower():
-            refused = PermissionDenied("publish", self._next_subject, f"pull requests of durable {durable.name}")
-        else:
-            ack = _ack_grant(denial.subject, durable.stream, durable.name)
-            refused = ack is not None and PermissionDenied("publish", ack, f"acks of durable {durable.name}")
-        if not refused:
+            if denial.subject == self._inbox.lower():
+                return PermissionDenied("subscribe", self._inbox, f"deliveries of durable {name}")
+            return None
+        if denial.subject == self._next_subject.lower():
+            return PermissionDenied("publish", self._next_subject, f"pull requests of durable {name}")
+        ack = _ack_grant(denial.subject, self._durable.stream, name)
+        return PermissionDenied("publish", ack, f"acks of durable {name}") if ack is not None else None
+
+    def _on_denial(self, denial: PermissionDenied) -> bool:
+        refused = self._refusal(denial)
+        if refused is None:
             return False
         if self.failure is None:
             self.failure = refused
