@@ -14,6 +14,8 @@ from nats.aio.client import Client as NatsClient
 from eventwire.server import EmbeddedServer
 from eventwire.transport import ConnectOptions, JetStreamTransport
 
+from .secured import Secured
+
 pytest_plugins = ["pytester"]
 
 
@@ -25,6 +27,16 @@ def fresh_server(tmp_path: Path) -> Iterator[EmbeddedServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
+    """One secured server per credential kind (TLS, mutual TLS, password, token, nkey, operator mode)."""
+    servers = Secured(tmp_path_factory.mktemp("secured"))
+    try:
+        yield servers
+    finally:
+        servers.stop()
 
 
 @pytest.fixture

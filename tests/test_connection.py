@@ -7,7 +7,7 @@ import dataclasses
 import json
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +24,6 @@ from eventwire.transport import JetStreamTransport
 from .conftest import unique
 from .events import OrderCreated
 from .secured import PASSWORD, TOKEN, Secured, creds_text, make_operator, new_keypair, seed_of, user_jwt
-
-
-@pytest.fixture(scope="module")
-def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
-    servers = Secured(tmp_path_factory.mktemp("secured"))
-    try:
-        yield servers
-    finally:
-        servers.stop()
 
 
 def _context(tmp: Path, name: str, settings: dict[str, str]) -> dict[str, str]:

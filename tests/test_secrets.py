@@ -12,7 +12,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,15 +33,6 @@ class Kind:
     environment: dict[str, str]
     arguments: tuple[str, ...]
     secrets: tuple[str, ...]
-
-
-@pytest.fixture(scope="module")
-def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured]:
-    servers = Secured(tmp_path_factory.mktemp("secrets"))
-    try:
-        yield servers
-    finally:
-        servers.stop()
 
 
 def kinds(secured: Secured) -> dict[str, Kind]:
