@@ -67,7 +67,7 @@ class App:
         publish_deadline: float = 30.0,
         shutdown_timeout: float = 30.0,
         pull_expires: float = 30.0,
-        idle_heartbeat: float = 5.0,
+        idle_heartbeat: float = 1.0,
         dead_letters: bool | Stream = True,
         relays: Sequence[BackgroundRelay] = (),
     ) -> None:

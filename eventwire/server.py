@@ -83,6 +83,7 @@ class EmbeddedServer:
         self._reader: threading.Thread | None = None
         self._ready = threading.Event()
         self._found_port: list[int] = []
+        self.paused = False
 
     @property
     def url(self) -> str:
@@ -198,11 +199,13 @@ class EmbeddedServer:
         """SIGSTOP the server: its sockets stay open and it answers nothing, like a frozen or partitioned node."""
         if self._process is not None:
             self._process.send_signal(signal.SIGSTOP)
+            self.paused = True
 
     def resume(self) -> None:
         """SIGCONT a paused server."""
         if self._process is not None:
             self._process.send_signal(signal.SIGCONT)
+            self.paused = False
 
     def restart(self) -> EmbeddedServer:
         """Start again on the same port and store after :meth:`kill` or a clean shutdown."""
@@ -230,6 +233,7 @@ class EmbeddedServer:
         if process.stderr is not None:
             process.stderr.close()
         self._process = None
+        self.paused = False
 
     def _cleanup_at_exit(self) -> None:
         with contextlib.suppress(Exception):

@@ -2,7 +2,7 @@
 
 ``eventwire.testing`` is also a pytest plugin (registered as ``eventwire``):
 fixtures ``memory_broker``, ``memory_transport``, ``memory_publisher``,
-``jetstream_server`` and ``jetstream_url``, and the
+``jetstream_server``, ``jetstream_url`` and ``jetstream_cluster``, and the
 ``virtual_time`` marker that runs an async test on :class:`VirtualTimeLoop`.
 :class:`EmbeddedCluster` runs a JetStream cluster of embedded servers for fault tests.
 """

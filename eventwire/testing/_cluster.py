@@ -27,8 +27,9 @@ class EmbeddedCluster:
     """``size`` nats-servers with JetStream, routed to each other as one cluster.
 
     Each node keeps its client port, route port and store across :meth:`EmbeddedServer.kill` and
-    :meth:`EmbeddedServer.restart`, so a test can take nodes away and bring the same ones back.
-    ``extra_args`` go to every node (e.g. ``("-c", "jetstream.conf")``).
+    :meth:`EmbeddedServer.restart`, so a test can take nodes away and bring the same ones back, and
+    :meth:`EmbeddedServer.pause` freezes one. With ``sync_always`` (the default, the production
+    recipe of docs/clusters.md) every node fsyncs each write. ``extra_args`` go to every node.
     """
 
     def __init__(
@@ -37,12 +38,18 @@ class EmbeddedCluster:
         *,
         store_dir: str | Path | None = None,
         name: str = "eventwire",
+        sync_always: bool = True,
         extra_args: tuple[str, ...] = (),
     ) -> None:
         if size < 1:
             raise ValueError("a cluster needs at least one node")
         self._own_store = store_dir is None
         self.store_dir = Path(store_dir) if store_dir is not None else Path(tempfile.mkdtemp(prefix="eventwire-cl-"))
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        if sync_always:
+            config = self.store_dir / "sync.conf"
+            config.write_text("jetstream { sync_interval: always }\n")
+            extra_args = ("-c", str(config), *extra_args)
         routes = [_free_port() for _ in range(size)]
         all_routes = ",".join(f"nats://127.0.0.1:{port}" for port in routes)
         self.nodes = [
@@ -72,6 +79,45 @@ class EmbeddedCluster:
     def node_for(self, port: int) -> EmbeddedServer:
         """The node listening for clients on ``port``."""
         return next(node for node in self.nodes if node.port == port)
+
+    def node_named(self, name: str) -> EmbeddedServer:
+        """The node whose server name is ``name`` (``n0``, ``n1``, …), as JetStream reports leaders."""
+        return self.nodes[int(name.removeprefix("n"))]
+
+    async def stream_leader(self, stream: str, timeout: float = 30.0) -> EmbeddedServer:
+        """The node that leads ``stream`` now (waiting for an election if there is none)."""
+        return await self._leader(f"$JS.API.STREAM.INFO.{stream}", timeout)
+
+    async def consumer_leader(self, stream: str, durable: str, timeout: float = 30.0) -> EmbeddedServer:
+        """The node that leads the durable ``durable`` of ``stream`` now."""
+        return await self._leader(f"$JS.API.CONSUMER.INFO.{stream}.{durable}", timeout)
+
+    async def _leader(self, api_subject: str, timeout: float) -> EmbeddedServer:
+        # Every running node is asked at once, each on a connection of its own: a frozen one cannot delay it.
+        give_up_at = time.monotonic() + timeout
+        while True:
+            asked = [node for node in self.nodes if node.running and not node.paused]
+            answers = await asyncio.gather(*(self._ask(node, api_subject) for node in asked))
+            named = [leader for leader in answers if leader]
+            if named:
+                return self.node_named(max(set(named), key=named.count))
+            if time.monotonic() > give_up_at:
+                raise ServerError(f"no leader for {api_subject} within {timeout:g}s")
+            await asyncio.sleep(0.1)
+
+    async def _ask(self, node: EmbeddedServer, api_subject: str) -> str | None:
+        with contextlib.suppress(Exception):
+            async with asyncio.timeout(1.0):
+                transport = await JetStreamTransport.connect(
+                    ConnectOptions.from_url(node.url, first_connect_deadline=0.5, connect_timeout=0.5)
+                )
+                try:
+                    reply = json.loads((await transport.nc.request(api_subject, b"", timeout=0.5)).data)
+                finally:
+                    await transport.close()
+                leader = reply.get("cluster", {}).get("leader")
+                return leader if isinstance(leader, str) else None
+        return None
 
     def start(self, timeout: float = 30.0) -> EmbeddedCluster:
         """Start every node and wait until JetStream has a meta leader (outside an event loop)."""

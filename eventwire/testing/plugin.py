@@ -1,4 +1,4 @@
-"""The eventwire pytest plugin: fixtures for the memory broker and a real JetStream server."""
+"""The eventwire pytest plugin: fixtures for the memory broker, a real JetStream server and a 3-node cluster."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from .._publisher import Publisher
 from ..server import EmbeddedServer
 from ..transport.memory import MemoryBroker, MemoryTransport
 from ._clock import VirtualTimeLoop
+from ._cluster import EmbeddedCluster
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -55,6 +56,16 @@ def jetstream_server() -> Iterator[EmbeddedServer]:
     """A real nats-server with JetStream, shared by the whole test session."""
     with EmbeddedServer() as server:
         yield server
+
+
+@pytest.fixture
+async def jetstream_cluster(tmp_path: Any) -> AsyncIterator[EmbeddedCluster]:
+    """A 3-node JetStream cluster of the test's own (``sync_interval: always``) to kill, pause and restart."""
+    cluster = await EmbeddedCluster(store_dir=tmp_path / "cluster").start_async()
+    try:
+        yield cluster
+    finally:
+        await asyncio.to_thread(cluster.stop)
 
 
 @pytest.fixture

@@ -22,10 +22,14 @@ from .._errors import EventwireError, PermissionDenied, PublishError, StreamConf
 from .._nats_client import EventwireClient
 from .._streams import Durable, Stream
 from ._protocol import InboundMessage, PublishAck, TransientPublishFailure
+from ._pull import JetStreamPull
 
 logger = logging.getLogger("eventwire.transport")
 
 _WRONG_LAST_SEQUENCE = 10071
+# A retry reached the stream leader while the first attempt with the same msg id is still being
+# replicated: the event will be stored, and the next retry gets its ack (duplicate=True).
+_DUPLICATE_IN_PROCESS = 10158
 _RETRYABLE_STATUS = "503"
 # Servers older than these carry known data-loss and security bugs (DESIGN §10).
 _MIN_PATCH = {(2, 11): 15, (2, 12): 6}
@@ -54,220 +58,9 @@ def _parse_ack(data: bytes) -> PublishAck:
 def _api_error(code: int, err_code: int, description: str) -> Exception:
     if err_code == _WRONG_LAST_SEQUENCE:
         return WrongLastSequence(description)
-    if code == 503:
-        return TransientPublishFailure(f"JetStream unavailable: {description}")
+    if code == 503 or err_code == _DUPLICATE_IN_PROCESS:
+        return TransientPublishFailure(f"JetStream: {description}")
     return PublishError(f"JetStream refused the message ({code}/{err_code}): {description}")
-
-
-class JetStreamMessage:
-    """A delivered JetStream message with its metadata parsed once."""
-
-    __slots__ = (
-        "_msg",
-        "consumer_sequence",
-        "data",
-        "delivery_count",
-        "headers",
-        "progress_at",
-        "stream",
-        "stream_sequence",
-        "subject",
-    )
-
-    def __init__(self, msg: Msg, now: float) -> None:
-        self._msg = msg
-        self.subject = msg.subject
-        self.data = msg.data
-        self.headers = msg.headers
-        # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>, or the v2 form with
-        # domain and account hash in front and a random token at the end.
-        tokens = msg.reply.split(".")
-        offset = 2 if len(tokens) == 9 else 4
-        self.delivery_count = int(tokens[offset + 2])
-        self.stream = tokens[offset]
-        self.stream_sequence = int(tokens[offset + 3])
-        self.consumer_sequence = int(tokens[offset + 4])
-        self.progress_at = now
-
-    async def ack(self) -> None:
-        await self._msg.ack()
-
-    async def nak(self, delay: float | None = None) -> None:
-        await self._msg.nak(delay=delay)
-
-    async def term(self) -> None:
-        await self._msg.term()
-
-    async def in_progress(self) -> None:
-        await self._msg.in_progress()
-
-
-class JetStreamPull:
-    """A continuous pull on one durable.
-
-    Pull requests are issued before the previous ones are used up, so messages
-    keep flowing while the consumer works. ``outstanding`` counts messages
-    requested and not yet received; the server's status messages (408 request
-    expired, 409 with pending counts) and missed idle heartbeats bring it back
-    in line with what the server still owes us.
-    """
-
-    def __init__(
-        self,
-        nc: EventwireClient,
-        durable: Durable,
-        sink: Callable[[InboundMessage], None],
-        capacity: Callable[[], int],
-        *,
-        min_batch: int,
-        expires: float,
-        idle_heartbeat: float,
-        on_failure: Callable[[EventwireError], None] | None = None,
-    ) -> None:
-        self._nc = nc
-        self._durable = durable
-        self._sink = sink
-        self._capacity = capacity
-        self._on_failure = on_failure
-        self.failure: EventwireError | None = None
-        self._min_batch = min_batch
-        self._expires = expires
-        self._idle_heartbeat = idle_heartbeat
-        self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{durable.stream}.{durable.name}"
-        self._inbox = nc.new_inbox()
-        self._loop = asyncio.get_running_loop()
-        self._outstanding = 0
-        self._last_activity = self._loop.time()
-        self._wake = asyncio.Event()
-        self._stopping = False
-        self._sub: Any = None
-        self._tasks: list[asyncio.Task[None]] = []
-
-    async def start(self) -> None:
-        self._stop_listening = self._nc.on_denial(self._on_denial)
-        self._sub = await self._nc.subscribe(
-            self._inbox, cb=self._on_msg, pending_msgs_limit=-1, pending_bytes_limit=-1
-        )
-        self._tasks = [
-            asyncio.create_task(self._pump(), name=f"eventwire-pull-{self._durable.name}"),
-            asyncio.create_task(self._watchdog(), name=f"eventwire-pull-watchdog-{self._durable.name}"),
-        ]
-        self._wake.set()
-
-    def _refusal(self, denial: PermissionDenied) -> PermissionDenied | None:
-        """What ``denial`` means for this pull, if it is about one of its subjects."""
-        name = self._durable.name
-        if denial.operation == "subscribe":
-            if denial.subject == self._inbox.lower():
-                return PermissionDenied("subscribe", self._inbox, f"deliveries of durable {name}")
-            return None
-        if denial.subject == self._next_subject.lower():
-            return PermissionDenied("publish", self._next_subject, f"pull requests of durable {name}")
-        ack = _ack_grant(denial.subject, self._durable.stream, name)
-        return PermissionDenied("publish", ack, f"acks of durable {name}") if ack is not None else None
-
-    def _on_denial(self, denial: PermissionDenied) -> bool:
-        refused = self._refusal(denial)
-        if refused is None:
-            return False
-        if self.failure is None:
-            self.failure = refused
-            self._stopping = True
-            self._wake.set()
-            if self._on_failure is not None:
-                self._on_failure(refused)
-        return True
-
-    def notify(self) -> None:
-        if not self._wake.is_set() and self._capacity() - self._outstanding >= self._min_batch:
-            self._wake.set()
-
-    def reset(self) -> None:
-        """Forget requests the server may have lost (reconnect, leader change)."""
-        self._outstanding = 0
-        self.notify()
-
-    async def _on_msg(self, msg: Msg) -> None:
-        now = self._loop.time()
-        self._last_activity = now
-        if msg.reply:
-            self._outstanding -= 1
-            self._sink(JetStreamMessage(msg, now))
-            return
-        headers = msg.headers or {}
-        status = headers.get("Status")
-        if status == "100":
-            return
-        pending = headers.get("Nats-Pending-Messages")
-        if pending is not None:
-            self._outstanding = max(0, self._outstanding - int(pending))
-        elif status in ("404", "408", "409"):
-            self._outstanding = 0
-        if status == "409":
-            description = headers.get("Description", "")
-            if "Exceeded Max" not in description:
-                logger.warning("pull on durable %s: %s", self._durable.name, description)
-        elif status not in ("404", "408"):
-            logger.warning(
-                "pull on durable %s: unexpected status %s %s",
-                self._durable.name,
-                status,
-                headers.get("Description", ""),
-            )
-        self._wake.set()
-
-    async def _watchdog(self) -> None:
-        while not self._stopping:
-            await asyncio.sleep(self._idle_heartbeat)
-            if self._outstanding and self._loop.time() - self._last_activity > 2 * self._idle_heartbeat:
-                # Two heartbeats missed: the server no longer holds our requests.
-                self._outstanding = 0
-                self._wake.set()
-
-    async def _pump(self) -> None:
-        request_errors = 0
-        while not self._stopping:
-            await self._wake.wait()
-            self._wake.clear()
-            if self._stopping:
-                return
-            want = self._capacity() - self._outstanding
-            if want < self._min_batch:
-                continue
-            request = {
-                "batch": want,
-                "expires": int(self._expires * 1e9),
-                "idle_heartbeat": int(self._idle_heartbeat * 1e9),
-            }
-            try:
-                await self._nc.publish(self._next_subject, json.dumps(request).encode(), reply=self._inbox)
-            except (nats.errors.ConnectionClosedError, nats.errors.OutboundBufferLimitError) as exc:
-                request_errors += 1
-                logger.warning("pull on durable %s failed: %r", self._durable.name, exc)
-                await asyncio.sleep(min(2.0, 0.05 * 2**request_errors))
-                self._wake.set()
-                continue
-            request_errors = 0
-            self._outstanding += want
-            self._last_activity = self._loop.time()
-
-    async def stop(self) -> None:
-        self._stopping = True
-        self._wake.set()
-        self._stop_listening()
-        self._tasks[1].cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._sub is not None and not self._nc.is_closed:
-            # Unsubscribe and flush: what the server sent before that still reaches the sink.
-            with contextlib.suppress(
-                nats.errors.ConnectionClosedError,
-                nats.errors.ConnectionReconnectingError,
-                nats.errors.BadSubscriptionError,
-                nats.errors.ConnectionDrainingError,
-                nats.errors.FlushTimeoutError,
-                nats.errors.TimeoutError,
-            ):
-                await self._sub.drain()
 
 
 class JetStreamTransport:
@@ -278,7 +71,7 @@ class JetStreamTransport:
         nc: EventwireClient,
         *,
         pull_expires: float = 30.0,
-        idle_heartbeat: float = 5.0,
+        idle_heartbeat: float = 1.0,
         state: ConnectionState | None = None,
     ) -> None:
         self._nc = nc
@@ -529,22 +322,6 @@ class JetStreamTransport:
             # nats-py may report the lost socket again while closing it; the connection is gone either way.
             with contextlib.suppress(OSError):
                 await self._nc.close()
-
-
-def _ack_grant(subject: str, stream: str, durable: str) -> str | None:
-    """The ack grant a refused ``$JS.ACK`` subject of this durable needed, or None if it is another's.
-
-    nats-server sends ``$JS.ACK.<stream>.<consumer>.<n>.<sseq>.<cseq>.<ts>.<pending>``, or since 2.10 may
-    send the form with ``<domain>.<account hash>`` in front and a token at the end (both lowercased here).
-    """
-    tokens = subject.split(".")
-    if tokens[:2] != ["$js", "ack"]:
-        return None
-    if len(tokens) == 9 and tokens[2:4] == [stream.lower(), durable.lower()]:
-        return f"$JS.ACK.{stream}.{durable}.>"
-    if len(tokens) >= 11 and tokens[4:6] == [stream.lower(), durable.lower()]:
-        return f"$JS.ACK.*.*.{stream}.{durable}.>"
-    return None
 
 
 def _plain(value: object) -> str:

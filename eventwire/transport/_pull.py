@@ -1,0 +1,336 @@
+"""A continuous pull on one JetStream durable, and the messages it delivers.
+
+Each pull request has a reply subject of its own, so every status the server
+sends ends the request it is about: 404 and 408 (nothing more, or expired),
+409 (leader change, server shutdown, a limit, the durable deleted), 503 (no
+consumer leader yet, common right after a failover), 400. A request that gets
+no message and no idle heartbeat for two heartbeat intervals is taken as lost
+(its consumer leader died with it). What a request still owed goes back to the
+consumer's room, and the next request follows at once, or after a short backoff
+(250 ms doubling to 2 s) when the server could not take the last one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import json
+import logging
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import nats.errors
+from nats.aio.msg import Msg
+
+from .._errors import EventwireError, PermissionDenied, StreamConfigError
+from .._nats_client import EventwireClient
+from .._streams import Durable
+from ._protocol import InboundMessage
+
+logger = logging.getLogger("eventwire.transport")
+
+RETRY_FIRST = 0.25
+RETRY_MAX = 2.0
+# Consumer-side 409s after which pulling again cannot help.
+_FATAL_409 = ("consumer deleted", "consumer is push based")
+
+
+class JetStreamMessage:
+    """A delivered JetStream message with its metadata parsed once."""
+
+    __slots__ = (
+        "_msg",
+        "consumer_sequence",
+        "data",
+        "delivery_count",
+        "headers",
+        "progress_at",
+        "stream",
+        "stream_sequence",
+        "subject",
+    )
+
+    def __init__(self, msg: Msg, now: float) -> None:
+        self._msg = msg
+        self.subject = msg.subject
+        self.data = msg.data
+        self.headers = msg.headers
+        # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>, or the v2 form with
+        # domain and account hash in front and a random token at the end.
+        tokens = msg.reply.split(".")
+        offset = 2 if len(tokens) == 9 else 4
+        self.delivery_count = int(tokens[offset + 2])
+        self.stream = tokens[offset]
+        self.stream_sequence = int(tokens[offset + 3])
+        self.consumer_sequence = int(tokens[offset + 4])
+        self.progress_at = now
+
+    async def ack(self) -> None:
+        await self._msg.ack()
+
+    async def ack_confirmed(self, timeout: float) -> None:
+        await self._msg.ack_sync(timeout=timeout)
+
+    async def nak(self, delay: float | None = None) -> None:
+        await self._msg.nak(delay=delay)
+
+    async def term(self) -> None:
+        await self._msg.term()
+
+    async def in_progress(self) -> None:
+        await self._msg.in_progress()
+
+
+@dataclass(slots=True)
+class _Request:
+    remaining: int
+    heard_at: float
+
+
+def _first_line(text: str | None) -> str:
+    # nats-py puts the header lines after a status without text into its description.
+    return (text or "").strip().splitlines()[0] if (text or "").strip() else ""
+
+
+class JetStreamPull:
+    """A continuous pull on one durable: requests are issued before the previous ones are used up."""
+
+    def __init__(
+        self,
+        nc: EventwireClient,
+        durable: Durable,
+        sink: Callable[[InboundMessage], None],
+        capacity: Callable[[], int],
+        *,
+        min_batch: int,
+        expires: float,
+        idle_heartbeat: float,
+        on_failure: Callable[[EventwireError], None] | None = None,
+    ) -> None:
+        self._nc = nc
+        self._durable = durable
+        self._sink = sink
+        self._capacity = capacity
+        self._on_failure = on_failure
+        self.failure: EventwireError | None = None
+        self._min_batch = min_batch
+        self._expires = expires
+        self._idle_heartbeat = idle_heartbeat
+        self._next_subject = f"$JS.API.CONSUMER.MSG.NEXT.{durable.stream}.{durable.name}"
+        self._inbox = nc.new_inbox()
+        self._loop = asyncio.get_running_loop()
+        # Requests in the order they were sent; the server fills them in that order.
+        self._requests: OrderedDict[str, _Request] = OrderedDict()
+        self._tokens = itertools.count()
+        self._outstanding = 0
+        self._refusals = 0
+        self._retry_at = 0.0
+        self._logged: dict[str, float] = {}
+        self._wake = asyncio.Event()
+        self._stopping = False
+        self._sub: Any = None
+        self._tasks: list[asyncio.Task[None]] = []
+        self.lost_requests = 0
+
+    async def start(self) -> None:
+        self._stop_listening = self._nc.on_denial(self._on_denial)
+        self._sub = await self._nc.subscribe(
+            self._inbox + ".*", cb=self._on_msg, pending_msgs_limit=-1, pending_bytes_limit=-1
+        )
+        self._tasks = [
+            asyncio.create_task(self._pump(), name=f"eventwire-pull-{self._durable.name}"),
+            asyncio.create_task(self._watchdog(), name=f"eventwire-pull-watchdog-{self._durable.name}"),
+        ]
+        self._wake.set()
+
+    def _refusal(self, denial: PermissionDenied) -> PermissionDenied | None:
+        """What ``denial`` means for this pull, if it is about one of its subjects."""
+        name = self._durable.name
+        if denial.operation == "subscribe":
+            if denial.subject == (self._inbox + ".*").lower():
+                return PermissionDenied("subscribe", self._inbox + ".*", f"deliveries of durable {name}")
+            return None
+        if denial.subject == self._next_subject.lower():
+            return PermissionDenied("publish", self._next_subject, f"pull requests of durable {name}")
+        ack = ack_grant(denial.subject, self._durable.stream, name)
+        return PermissionDenied("publish", ack, f"acks of durable {name}") if ack is not None else None
+
+    def _on_denial(self, denial: PermissionDenied) -> bool:
+        refused = self._refusal(denial)
+        if refused is None:
+            return False
+        self._fail(refused)
+        return True
+
+    def _fail(self, error: EventwireError) -> None:
+        if self.failure is None:
+            self.failure = error
+            self._stopping = True
+            self._wake.set()
+            if self._on_failure is not None:
+                self._on_failure(error)
+
+    def notify(self) -> None:
+        if not self._wake.is_set() and self._capacity() - self._outstanding >= self._min_batch:
+            self._wake.set()
+
+    def reset(self) -> None:
+        """Forget every request: after a reconnect the server holds none of them."""
+        self._requests.clear()
+        self._outstanding = 0
+        self._refusals = 0
+        self._retry_at = 0.0
+        self._wake.set()
+
+    def _end(self, token: str) -> None:
+        request = self._requests.pop(token, None)
+        if request is not None:
+            self._outstanding -= request.remaining
+
+    async def _on_msg(self, msg: Msg) -> None:
+        now = self._loop.time()
+        if msg.reply:
+            if self._requests:
+                token, request = next(iter(self._requests.items()))
+                request.remaining -= 1
+                request.heard_at = now
+                self._outstanding -= 1
+                if request.remaining <= 0:
+                    del self._requests[token]
+            self._refusals = 0
+            self._sink(JetStreamMessage(msg, now))
+            return
+        token = msg.subject[len(self._inbox) + 1 :]
+        headers = msg.headers or {}
+        status = headers.get("Status")
+        if status == "100":
+            waiting = self._requests.get(token)
+            if waiting is not None:
+                waiting.heard_at = now
+            self._refusals = 0
+            return
+        self._end(token)
+        self._on_status(status, _first_line(headers.get("Description")))
+        self._wake.set()
+
+    def _on_status(self, status: str | None, description: str) -> None:
+        name = self._durable.name
+        lowered = description.lower()
+        if status in ("404", "408"):
+            return
+        if status == "409":
+            if any(fatal in lowered for fatal in _FATAL_409):
+                self._fail(
+                    StreamConfigError(self._durable.stream, f"consumer {name}", f"{description}: pulling stopped")
+                )
+            elif "leadership change" in lowered or "server shutdown" in lowered:
+                self._log_once(logging.INFO, f"pull on durable {name}: {description}; pulling again")
+            elif "exceeded max" in lowered:
+                self._log_once(logging.WARNING, f"pull on durable {name}: {description}")
+            return
+        # 503: no consumer leader (yet); 400 and anything unknown: the server could not take the request.
+        self._back_off()
+        self._log_once(
+            logging.INFO if status == "503" else logging.WARNING,
+            f"pull on durable {name}: status {status}{' ' + description if description else ''}; "
+            f"pulling again in {self._retry_at - self._loop.time():.2f}s",
+            key=str(status),
+        )
+
+    def _back_off(self) -> None:
+        self._refusals += 1
+        self._retry_at = self._loop.time() + min(RETRY_MAX, RETRY_FIRST * 2 ** (self._refusals - 1))
+
+    def _log_once(self, level: int, text: str, *, key: str | None = None, every: float = 5.0) -> None:
+        """One line per kind of event per pull, however many requests it ends at once."""
+        key = key or text
+        now = self._loop.time()
+        if now - self._logged.get(key, -every) >= every:
+            self._logged[key] = now
+            logger.log(level, "%s", text)
+
+    async def _watchdog(self) -> None:
+        limit = 2 * self._idle_heartbeat
+        while not self._stopping:
+            await asyncio.sleep(self._idle_heartbeat / 2)
+            now = self._loop.time()
+            lost = [token for token, request in self._requests.items() if now - request.heard_at > limit]
+            if not lost:
+                continue
+            for token in lost:
+                self._end(token)
+            self.lost_requests += len(lost)
+            self._back_off()
+            self._log_once(
+                logging.INFO,
+                f"pull on durable {self._durable.name}: no heartbeat for {limit:g}s, request lost; pulling again",
+                key="lost",
+            )
+            self._wake.set()
+
+    async def _pump(self) -> None:
+        while not self._stopping:
+            await self._wake.wait()
+            self._wake.clear()
+            if self._stopping:
+                return
+            wait = self._retry_at - self._loop.time()
+            if wait > 0:
+                await asyncio.sleep(wait)
+                if self._stopping:
+                    return
+            want = self._capacity() - self._outstanding
+            if want < self._min_batch:
+                continue
+            token = str(next(self._tokens))
+            request = {
+                "batch": want,
+                "expires": int(self._expires * 1e9),
+                "idle_heartbeat": int(self._idle_heartbeat * 1e9),
+            }
+            try:
+                await self._nc.publish(self._next_subject, json.dumps(request).encode(), reply=f"{self._inbox}.{token}")
+            except (nats.errors.ConnectionClosedError, nats.errors.OutboundBufferLimitError) as exc:
+                self._back_off()
+                self._log_once(logging.WARNING, f"pull on durable {self._durable.name} failed: {exc!r}", key="send")
+                self._wake.set()
+                continue
+            self._requests[token] = _Request(want, self._loop.time())
+            self._outstanding += want
+
+    async def stop(self) -> None:
+        self._stopping = True
+        self._wake.set()
+        self._stop_listening()
+        self._tasks[1].cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._sub is not None and not self._nc.is_closed:
+            # Unsubscribe and flush: what the server sent before that still reaches the sink.
+            with contextlib.suppress(
+                nats.errors.ConnectionClosedError,
+                nats.errors.ConnectionReconnectingError,
+                nats.errors.BadSubscriptionError,
+                nats.errors.ConnectionDrainingError,
+                nats.errors.FlushTimeoutError,
+                nats.errors.TimeoutError,
+            ):
+                await self._sub.drain()
+
+
+def ack_grant(subject: str, stream: str, durable: str) -> str | None:
+    """The ack grant a refused ``$JS.ACK`` subject of this durable needed, or None if it is another's.
+
+    nats-server sends ``$JS.ACK.<stream>.<consumer>.<n>.<sseq>.<cseq>.<ts>.<pending>``, or since 2.10 may
+    send the form with ``<domain>.<account hash>`` in front and a token at the end (both lowercased here).
+    """
+    tokens = subject.split(".")
+    if tokens[:2] != ["$js", "ack"]:
+        return None
+    if len(tokens) == 9 and tokens[2:4] == [stream.lower(), durable.lower()]:
+        return f"$JS.ACK.{stream}.{durable}.>"
+    if len(tokens) >= 11 and tokens[4:6] == [stream.lower(), durable.lower()]:
+        return f"$JS.ACK.*.*.{stream}.{durable}.>"
+    return None
