@@ -36,6 +36,10 @@ RETRY_FIRST = 0.25
 RETRY_MAX = 2.0
 # Consumer-side 409s after which pulling again cannot help.
 _FATAL_409 = ("consumer deleted", "consumer is push based")
+# After this many refusals in a row, ask whether the durable still exists: one deleted while a request was
+# queued on the server answers nothing but 503s from then on.
+_REFUSALS_BEFORE_CHECK = 5
+_CONSUMER_NOT_FOUND = 10014
 
 
 class JetStreamMessage:
@@ -92,7 +96,7 @@ class _Request:
 
 def _first_line(text: str | None) -> str:
     # nats-py puts the header lines after a status without text into its description.
-    return (text or "").strip().splitlines()[0] if (text or "").strip() else ""
+    return (text or "").split("\n", 1)[0].strip()
 
 
 class JetStreamPull:
@@ -133,6 +137,7 @@ class JetStreamPull:
         self._stopping = False
         self._sub: Any = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._checking: asyncio.Task[None] | None = None
         self.lost_requests = 0
 
     async def start(self) -> None:
@@ -233,12 +238,25 @@ class JetStreamPull:
             return
         # 503: no consumer leader (yet); 400 and anything unknown: the server could not take the request.
         self._back_off()
+        if self._refusals >= _REFUSALS_BEFORE_CHECK and (self._checking is None or self._checking.done()):
+            self._checking = asyncio.create_task(self._check_durable_exists())
         self._log_once(
             logging.INFO if status == "503" else logging.WARNING,
             f"pull on durable {name}: status {status}{' ' + description if description else ''}; "
             f"pulling again in {self._retry_at - self._loop.time():.2f}s",
             key=str(status),
         )
+
+    async def _check_durable_exists(self) -> None:
+        subject = f"$JS.API.CONSUMER.INFO.{self._durable.stream}.{self._durable.name}"
+        try:
+            reply = json.loads((await self._nc.request(subject, b"", timeout=2.0)).data)
+        except Exception:  # no answer (a failover still under way): keep pulling
+            return
+        error = reply.get("error") if isinstance(reply, dict) else None
+        if isinstance(error, dict) and error.get("err_code") == _CONSUMER_NOT_FOUND:
+            where = f"consumer {self._durable.name}"
+            self._fail(StreamConfigError(self._durable.stream, where, "the durable was deleted: pulling stopped"))
 
     def _back_off(self) -> None:
         self._refusals += 1
@@ -306,6 +324,8 @@ class JetStreamPull:
         self._wake.set()
         self._stop_listening()
         self._tasks[1].cancel()
+        if self._checking is not None:
+            self._checking.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         if self._sub is not None and not self._nc.is_closed:
             # Unsubscribe and flush: what the server sent before that still reaches the sink.
