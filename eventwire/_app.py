@@ -49,7 +49,10 @@ class App:
     they name (docs/connecting.md); else an embedded nats-server started for
     this App.
     ``publishes`` declares what the service publishes (see :class:`Publication`);
-    each subject must lie within one of ``streams``.
+    each subject must lie within one of ``streams``. ``replicas`` is the replica
+    count of the streams eventwire creates for the App itself (its dead letters);
+    by default the highest of the App's declared streams, so a cluster's R3
+    deployment keeps its dead letters on three nodes too.
     """
 
     def __init__(
@@ -69,6 +72,7 @@ class App:
         pull_expires: float = 30.0,
         idle_heartbeat: float = 1.0,
         dead_letters: bool | Stream = True,
+        replicas: int | None = None,
         relays: Sequence[BackgroundRelay] = (),
     ) -> None:
         check_name("service", name)
@@ -91,9 +95,11 @@ class App:
         self._publications: list[Publication] = []
         for publication in publishes:
             self._add_publication(publication)
-        if dead_letters is True:
-            dead_letters = dead_letter_stream(name)
-        self._dead_letter_stream = dead_letters or None
+        if replicas is not None and not 1 <= replicas <= 5:
+            raise ConfigError("App.replicas must be between 1 and 5")
+        self._replicas = replicas
+        # True: the default dead-letter stream, built once the declared streams (and their replicas) are known.
+        self._dead_letters: bool | Stream = dead_letters
         self._relays = tuple(relays)
         self._handlers: list[HandlerSpec] = []
         self._consumers: list[Consumer] = []
@@ -148,8 +154,17 @@ class App:
         return self._content_type
 
     @property
+    def replicas(self) -> int:
+        """The replica count of the streams eventwire creates for this App."""
+        if self._replicas is not None:
+            return self._replicas
+        return max((s.replicas for s in self._streams.values()), default=1)
+
+    @property
     def dead_letter_stream(self) -> Stream | None:
-        return self._dead_letter_stream
+        if self._dead_letters is True:
+            return dead_letter_stream(self.name, replicas=self.replicas)
+        return self._dead_letters or None
 
     @property
     def handlers(self) -> tuple[HandlerSpec, ...]:
@@ -225,7 +240,7 @@ class App:
                     ack_wait=ack_wait,
                     # With dead letters eventwire settles the last delivery itself (dead letter, then
                     # term); the server must not give up first, or a dead-letter outage would lose it.
-                    max_deliver=-1 if self._dead_letter_stream is not None else retry.max_deliveries,
+                    max_deliver=-1 if self._dead_letters else retry.max_deliveries,
                     max_ack_pending=max_ack_pending,
                 ),
                 concurrency=concurrency,
@@ -268,9 +283,10 @@ class App:
                 deadline=self._publish_deadline,
             )
             writer = None
-            if self._dead_letter_stream is not None and self._handlers:
-                await self._transport.ensure_stream(self._dead_letter_stream)
-                writer = DeadLetterWriter(self._transport, self.name, self._dead_letter_stream)
+            dead_letters = self.dead_letter_stream
+            if dead_letters is not None and self._handlers:
+                await self._transport.ensure_stream(dead_letters)
+                writer = DeadLetterWriter(self._transport, self.name, dead_letters)
             for spec in self._handlers:
                 await self._transport.ensure_durable(spec.durable)
             for spec in self._handlers:

@@ -6,7 +6,7 @@ from typing import Any
 import pytest
 from nats.aio.client import Client as NatsClient
 
-from eventwire import ConfigError, Stream, StreamConfigError
+from eventwire import App, ConfigError, Stream, StreamConfigError
 from eventwire._streams import Durable
 from eventwire.transport import JetStreamTransport
 
@@ -112,3 +112,28 @@ def test_invalid_stream_declarations_fail_at_construction(kwargs: dict[str, obje
     fields: dict[str, object] = {"name": "ORDERS", "subjects": ("orders.>",), **kwargs}
     with pytest.raises(ConfigError, match=message):
         Stream(**fields)  # type: ignore[arg-type]
+
+
+def test_eventwires_own_streams_follow_the_apps_replicas() -> None:
+    replicated = Stream("ORDERS", ("orders.>",), replicas=3)
+    single = Stream("AUDIT", ("audit.>",))
+    by_default = App("billing", streams=[single, replicated])
+    assert by_default.replicas == 3
+    assert by_default.dead_letter_stream is not None and by_default.dead_letter_stream.replicas == 3
+    told = App("billing", streams=[replicated], replicas=2)
+    assert told.dead_letter_stream is not None and told.dead_letter_stream.replicas == 2
+    assert App("alone").replicas == 1
+    own = Stream("DLQ-billing", ("dlq.billing.>",), replicas=5)
+    assert App("billing", streams=[replicated], dead_letters=own).dead_letter_stream == own
+    with pytest.raises(ConfigError, match=r"App\.replicas"):
+        App("billing", replicas=7)
+
+
+async def test_more_replicas_than_a_single_server_holds_names_the_field(transport: JetStreamTransport) -> None:
+    name = unique("S")
+    with pytest.raises(StreamConfigError) as caught:
+        await transport.ensure_stream(Stream(name, (f"{name}.>",), replicas=3))
+    assert caught.value.field == "replicas"
+    assert str(caught.value) == (
+        f"stream '{name}': replicas: declared 3, but the server is not clustered and holds one (use replicas=1 there)"
+    )

@@ -30,6 +30,8 @@ _WRONG_LAST_SEQUENCE = 10071
 # A retry reached the stream leader while the first attempt with the same msg id is still being
 # replicated: the event will be stored, and the next retry gets its ack (duplicate=True).
 _DUPLICATE_IN_PROCESS = 10158
+_NOT_CLUSTERED = 10074
+_NO_PLACEMENT = 10005
 _RETRYABLE_STATUS = "503"
 # Servers older than these carry known data-loss and security bugs (DESIGN §10).
 _MIN_PATCH = {(2, 11): 15, (2, 12): 6}
@@ -169,7 +171,7 @@ class JetStreamTransport:
             try:
                 await self._api(stream.name, "create", self._js.add_stream(wanted))
             except nats.js.errors.APIError as exc:
-                raise StreamConfigError(stream.name, "create", str(exc.description)) from exc
+                raise _refused(stream, "create", exc) from exc
             logger.info("created stream %s on %s", stream.name, ", ".join(stream.subjects))
             return
         current = info.config
@@ -190,7 +192,7 @@ class JetStreamTransport:
         try:
             await self._api(stream.name, ", ".join(differences), self._js.update_stream(wanted))
         except nats.js.errors.APIError as exc:
-            raise StreamConfigError(stream.name, ", ".join(differences), str(exc.description)) from exc
+            raise _refused(stream, ", ".join(differences), exc) from exc
         logger.info("updated stream %s: %s", stream.name, ", ".join(differences))
 
     async def ensure_durable(self, durable: Durable) -> None:
@@ -322,6 +324,24 @@ class JetStreamTransport:
             # nats-py may report the lost socket again while closing it; the connection is gone either way.
             with contextlib.suppress(OSError):
                 await self._nc.close()
+
+
+def _refused(stream: Stream, field: str, exc: nats.js.errors.APIError) -> StreamConfigError:
+    """The server's refusal of a stream, said in the declaration's terms where it is about replicas."""
+    if exc.err_code == _NOT_CLUSTERED:
+        return StreamConfigError(
+            stream.name,
+            "replicas",
+            f"declared {stream.replicas}, but the server is not clustered and holds one (use replicas=1 there)",
+        )
+    if exc.err_code == _NO_PLACEMENT and stream.replicas > 1:
+        return StreamConfigError(
+            stream.name,
+            "replicas",
+            f"declared {stream.replicas}, more than the cluster can place: it has fewer JetStream servers, "
+            "or they have no room left",
+        )
+    return StreamConfigError(stream.name, field, str(exc.description))
 
 
 def _plain(value: object) -> str:
