@@ -12,6 +12,7 @@ import os
 import platform
 import subprocess
 import sys
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,8 @@ async def run(args: argparse.Namespace, url: str, console: Console) -> dict[str,
         "consume.raw_fetch": Series("raw pull fetch(100) + ack", "msg/s"),
         "consume.raw_push": Series("raw push + ack", "msg/s"),
         "consume.eventwire_app": Series("eventwire App handler", "msg/s"),
+        "consume.eventwire_app_confirmed": Series("eventwire App, confirmed acks", "msg/s"),
+        "consume.eventwire_app_confirmed_16": Series("eventwire App, confirmed acks, concurrency 16", "msg/s"),
     }
     with_faststream = consume.faststream_available()
     if with_faststream:
@@ -84,9 +87,14 @@ async def run(args: argparse.Namespace, url: str, console: Console) -> dict[str,
             series[key].values.append(await publisher(url, count))
             console.print(f"  {series[key].name}: {series[key].values[-1]:,.0f} msg/s")
         await prefill(url, args.consume_events)
-        consumers = [
+        consumers: list[tuple[str, Callable[[str, int, str], Awaitable[float]]]] = [
             ("consume.raw_fetch", consume.raw_fetch),
             ("consume.eventwire_app", consume.eventwire_app),
+            ("consume.eventwire_app_confirmed", functools.partial(consume.eventwire_app, confirm_acks=True)),
+            (
+                "consume.eventwire_app_confirmed_16",
+                functools.partial(consume.eventwire_app, confirm_acks=True, concurrency=16),
+            ),
             ("consume.raw_push", consume.raw_push),
         ]
         if with_faststream:

@@ -59,12 +59,21 @@ async def raw_push(url: str, count: int, durable: str) -> float:
         await nc.close()
 
 
-async def eventwire_app(url: str, count: int, durable: str) -> float:
+async def eventwire_app(
+    url: str, count: int, durable: str, *, confirm_acks: bool = False, concurrency: int = 1
+) -> float:
     done = asyncio.Event()
     received = 0
     app = App("bench", url=url)
 
-    @app.handler(OrderCreated, stream=Stream(STREAM, ("bench.>",)), durable=durable, max_ack_pending=MAX_ACK_PENDING)
+    @app.handler(
+        OrderCreated,
+        stream=Stream(STREAM, ("bench.>",)),
+        durable=durable,
+        max_ack_pending=MAX_ACK_PENDING,
+        confirm_acks=confirm_acks,
+        concurrency=concurrency,
+    )
     async def on_order(order: OrderCreated) -> None:
         nonlocal received
         received += 1

@@ -202,6 +202,7 @@ class App:
         ordered_by: OrderingMode | None = None,
         max_event_bytes: int | None = None,
         unknown_types: UnknownTypePolicy = "skip",
+        confirm_acks: bool = False,
     ) -> Callable[[F], F]:
         """Declare a handler for ``event_types`` on ``subject`` (default: the stream's only subject).
 
@@ -214,7 +215,10 @@ class App:
         ``"all"`` strictly one after another; failures are then retried in
         place so nothing overtakes them. ``unknown_types="skip"`` acks events
         of registered types this handler does not take; unregistered types
-        are always dead-lettered.
+        are always dead-lettered. ``confirm_acks=True`` waits for the server to
+        confirm each ack (slower; docs/clusters.md has the figures) and logs and
+        counts one that stays unconfirmed, as an ack lost in a failover would;
+        the inbox remains the way to make a redelivery harmless.
         """
         if subject is None:
             if len(stream.subjects) != 1:
@@ -249,6 +253,7 @@ class App:
                 unknown_types=unknown_types,
                 ordered_by=ordered_by,
                 max_event_bytes=max_event_bytes,
+                confirm_acks=confirm_acks,
             )
             self._handlers.append(spec)
             return func

@@ -45,7 +45,7 @@ from .transport import InboundMessage, MessageSource, Transport
 
 logger = logging.getLogger("eventwire.consumer")
 
-_NO_KEY = object()
+CONFIRM_ATTEMPTS = 3
 _EVERYTHING = "*"
 
 
@@ -89,6 +89,7 @@ class Consumer:
         self.handled = 0
         self.redelivered = 0
         self.expired = 0
+        self.unconfirmed_acks = 0
         self.failure: EventwireError | None = None
 
     @property
@@ -372,7 +373,10 @@ class Consumer:
                 )
         try:
             if outcome == "ack":
-                await message.ack()
+                if self._spec.confirm_acks:
+                    await self._ack_confirmed(message, ce_type, ce_id)
+                else:
+                    await message.ack()
             elif outcome == "nak":
                 await message.nak(delay)
             else:
@@ -399,6 +403,26 @@ class Consumer:
             )
             for listener in self._listeners:
                 listener(settlement)
+
+    async def _ack_confirmed(self, message: InboundMessage, ce_type: str | None, ce_id: str | None) -> None:
+        """Ack until the server confirms it; an ack that stays unconfirmed is logged and counted, not hidden."""
+        timeout = min(1.0, self._spec.durable.ack_wait / 4)
+        last: Exception | None = None
+        for _ in range(CONFIRM_ATTEMPTS):
+            try:
+                await message.ack_confirmed(timeout)
+            except Exception as exc:  # no answer in time, or the connection is down
+                last = exc
+                continue
+            return
+        self.unconfirmed_acks += 1
+        logger.warning(
+            "ack not confirmed after %d attempts (%s); the server may deliver it again [%s]",
+            CONFIRM_ATTEMPTS,
+            type(last).__name__,
+            describe(message, ce_type, ce_id),
+            extra={"eventwire": log_fields(message, ce_type, ce_id)},
+        )
 
     def _held(self) -> list[InboundMessage]:
         return [*self._inflight, *self._buffer, *(m for waiting in self._parked.values() for m in waiting)]

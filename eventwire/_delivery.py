@@ -130,6 +130,7 @@ class HandlerSpec:
     unknown_types: UnknownTypePolicy = "skip"
     ordered_by: OrderingMode | None = None
     max_event_bytes: int | None = None
+    confirm_acks: bool = False
 
     def __post_init__(self) -> None:
         if not self.event_types:

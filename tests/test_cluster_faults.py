@@ -131,7 +131,9 @@ async def _read_ids(cluster: EmbeddedCluster, stream: str) -> Counter[str]:
 class Load:
     """A publisher sending ``rate`` events a second and an App handling them, both on the cluster."""
 
-    def __init__(self, cluster: EmbeddedCluster, stream: Stream, ledger: Ledger, rate: int = 400) -> None:
+    def __init__(
+        self, cluster: EmbeddedCluster, stream: Stream, ledger: Ledger, rate: int = 400, *, confirm_acks: bool = False
+    ) -> None:
         self.cluster = cluster
         self.stream = stream
         self.ledger = ledger
@@ -139,9 +141,10 @@ class Load:
         self.app = App(unique("faults"), idle_heartbeat=1.0)
         self._sending: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
+        self.unconfirmed_acks = 0
         loop = asyncio.get_running_loop()
 
-        @self.app.handler(OrderCreated, stream=stream, concurrency=4, max_ack_pending=2000)
+        @self.app.handler(OrderCreated, stream=stream, concurrency=4, max_ack_pending=2000, confirm_acks=confirm_acks)
         async def handle(event: OrderCreated, delivery: Delivery) -> None:
             ledger.handled[(delivery.message.headers or {})["Nats-Msg-Id"]] += 1
             ledger.handle_times.append(loop.time())
@@ -180,6 +183,7 @@ class Load:
         with contextlib.suppress(AssertionError):  # the ledger reports what is missing
             await eventually(lambda: self.ledger.acked <= set(self.ledger.handled), timeout=timeout, interval=0.2)
         await asyncio.sleep(1.0)  # room for duplicate handlings to show
+        self.unconfirmed_acks = sum(c.unconfirmed_acks for c in self.app.consumers)
         await self.app.stop()
 
 
@@ -290,11 +294,12 @@ async def test_a_random_node_killed_every_few_seconds_under_load(jetstream_clust
 
 
 @pytest.mark.timeout(180)
-async def test_the_stream_leader_frozen_for_ten_seconds(jetstream_cluster: EmbeddedCluster) -> None:
+@pytest.mark.parametrize("confirm_acks", [False, True], ids=["acks", "confirmed acks"])
+async def test_the_stream_leader_frozen_for_ten_seconds(jetstream_cluster: EmbeddedCluster, confirm_acks: bool) -> None:
     cluster = jetstream_cluster
     stream = r3_stream()
     ledger = Ledger()
-    load = Load(cluster, stream, ledger)
+    load = Load(cluster, stream, ledger, confirm_acks=confirm_acks)
     await load.start()
     await asyncio.sleep(2.0)
     loop = asyncio.get_running_loop()
@@ -309,4 +314,10 @@ async def test_the_stream_leader_frozen_for_ten_seconds(jetstream_cluster: Embed
     await asyncio.sleep(max(2.0, LONG))
     await load.finish()
     ledger.stored = await stored_ids(cluster, stream.name)
-    ledger.check("stream leader SIGSTOPped 10 s", after=paused_at, leader_election_s=election)
+    kind = "confirmed acks" if confirm_acks else "acks"
+    ledger.check(
+        f"stream leader SIGSTOPped 10 s ({kind})",
+        after=paused_at,
+        leader_election_s=election,
+        unconfirmed_acks=load.unconfirmed_acks,
+    )

@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 from nats.aio.client import Client as NatsClient
 
-from eventwire import App, Backoff, Delivery, RetryPolicy, Stream
+from eventwire import App, Backoff, Delivery, Outgoing, RetryPolicy, Stream
 from eventwire.server import EmbeddedServer
 
 from .conftest import eventually, unique
@@ -370,3 +370,47 @@ async def test_handler_cut_off_by_shutdown_timeout_is_redelivered(
     async with build(0.0):
         await eventually(lambda: len(calls) == 2, timeout=5)
     assert calls == [1, 2]
+
+
+async def test_confirmed_acks_are_each_confirmed_by_the_server(
+    jetstream_server: EmbeddedServer, stream: Stream, raw_nc: NatsClient
+) -> None:
+    handled: list[str] = []
+    app = make_app(jetstream_server, "confirm")
+
+    @app.handler(OrderCreated, stream=stream, confirm_acks=True, concurrency=4)
+    async def work(event: OrderCreated) -> None:
+        handled.append(event.order_id)
+
+    async with app:
+        await app.publisher.publish_many(
+            [Outgoing(OrderCreated(order_id=f"o-{i}"), subject=f"{stream.name}.a") for i in range(50)]
+        )
+        await eventually(lambda: len(handled) == 50)
+        unconfirmed = app.consumers[0].unconfirmed_acks
+        # Confirmed: the ack floor is there the moment the handlers are done, no flush needed.
+        info = await raw_nc.jetstream().consumer_info(stream.name, "confirm-work")
+    assert unconfirmed == 0
+    assert info.ack_floor.stream_seq == 50
+
+
+async def test_an_ack_the_server_never_confirms_is_logged_and_counted(
+    fresh_server: EmbeddedServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    name = unique("C")
+    stream = Stream(name, (f"{name}.>",))
+    app = make_app(fresh_server, "unconfirmed")
+
+    @app.handler(OrderCreated, stream=stream, confirm_acks=True, ack_wait=8.0)
+    async def work(event: OrderCreated) -> None:
+        fresh_server.pause()  # the ack goes out; no confirmation can come back
+
+    async with app:
+        await app.publisher.publish(OrderCreated(order_id="o-1"), subject=f"{name}.a")
+        try:
+            await eventually(lambda: app.consumers[0].unconfirmed_acks == 1, timeout=15)
+        finally:
+            fresh_server.resume()
+    warnings = [r.getMessage() for r in caplog.records if "ack not confirmed" in r.getMessage()]
+    assert len(warnings) == 1
+    assert f"subject={name}.a seq=1 delivery=1 type=shop.orders.v1.OrderCreated" in warnings[0]

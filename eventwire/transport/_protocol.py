@@ -54,6 +54,9 @@ class InboundMessage(Protocol):
 
     async def ack(self) -> None: ...
 
+    async def ack_confirmed(self, timeout: float) -> None:
+        """Ack and wait for the server to confirm it (JetStream's double ack); raise if no confirmation came."""
+
     async def nak(self, delay: float | None = None) -> None: ...
 
     async def term(self) -> None: ...

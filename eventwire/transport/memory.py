@@ -119,6 +119,9 @@ class MemoryMessage:
     async def ack(self) -> None:
         self._durable.ack(self.stream_sequence)
 
+    async def ack_confirmed(self, timeout: float) -> None:
+        self._durable.ack(self.stream_sequence)
+
     async def nak(self, delay: float | None = None) -> None:
         self._durable.nak(self.stream_sequence, delay)
 
