@@ -31,14 +31,27 @@ ENVIRONMENT = {
     "tls_cert": "EVENTWIRE_TLS_CERT",
     "tls_key": "EVENTWIRE_TLS_KEY",
     "tls_hostname": "EVENTWIRE_TLS_HOSTNAME",
+    "inbox_prefix": "EVENTWIRE_INBOX_PREFIX",
 }
-CREDENTIALS = ("user", "password", "token", "nkey", "creds_file", "tls_ca", "tls_cert", "tls_key", "tls_hostname")
+CREDENTIALS = (
+    "user",
+    "password",
+    "token",
+    "nkey",
+    "creds_file",
+    "tls_ca",
+    "tls_cert",
+    "tls_key",
+    "tls_hostname",
+    "inbox_prefix",
+)
 # Who the client is: taken from the first source that names one, never mixed across sources; a user's
 # password may come from a later one (a --user flag with the password in the environment, out of ps).
 IDENTITY = ("user", "token", "nkey", "creds_file")
 SCHEMES = ("nats", "tls", "ws", "wss")
 _SEED = re.compile(r"^S[A-Z][A-Z2-7]{56}$")
 _CONTEXT_NAME = re.compile(r"^[A-Za-z0-9_.@-]+$")
+_INBOX_PREFIX = re.compile(r"^[^\s.*>]+(\.[^\s.*>]+)*$")
 
 
 def redact_url(url: str) -> str:
@@ -103,6 +116,8 @@ class ConnectOptions:
     """How to reach a NATS cluster; validated when built, secrets kept out of ``repr``.
 
     ``nkey`` is a seed file path or the seed itself (``SU…``), held in memory.
+    ``inbox_prefix`` replaces ``_INBOX`` in the subjects replies come back on, so a
+    service can be granted its own (``eventwire authz`` prints them).
     ``creds_file`` holds a user JWT and its seed. ``tls_ca``, ``tls_cert`` and
     ``tls_key`` are PEM files; ``tls`` an SSL context built in code instead.
 
@@ -124,6 +139,7 @@ class ConnectOptions:
     tls_key: str | None = None
     tls_hostname: str | None = None
     tls: ssl.SSLContext | None = field(default=None, compare=False)
+    inbox_prefix: str | None = None
     connect_timeout: float = 2.0
     first_connect_deadline: float = 10.0
     reconnect_time_wait: float = 0.5
@@ -154,6 +170,10 @@ class ConnectOptions:
             raise ConfigError("ConnectOptions.tls_cert and tls_key go together (client certificate and its key)")
         if self.tls is not None and (self.tls_ca or self.tls_cert):
             raise ConfigError("ConnectOptions.tls is an SSL context built in code: leave tls_ca and tls_cert unset")
+        if self.inbox_prefix is not None and not _INBOX_PREFIX.match(self.inbox_prefix):
+            raise ConfigError(
+                f"ConnectOptions.inbox_prefix {self.inbox_prefix!r}: subject tokens, no wildcards (e.g. _INBOX_orders)"
+            )
         if self.nkey is not None and self.nkey_is_seed() and not _valid_seed(self.nkey):
             raise ConfigError("ConnectOptions.nkey: looks like an nkey seed but is not a valid one")
 

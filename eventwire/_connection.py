@@ -203,6 +203,7 @@ def _client_settings(options: ConnectOptions, state: ConnectionState) -> dict[st
         "token": options.token,
         "user_credentials": options.creds_file,
         "tls_hostname": options.tls_hostname,
+        "inbox_prefix": options.inbox_prefix,
         "connect_timeout": options.connect_timeout,
         "reconnect_time_wait": options.reconnect_time_wait,
         "max_reconnect_attempts": options.max_reconnect_attempts,

@@ -17,7 +17,7 @@ from rich.table import Table
 from .._app import URL_ENV, App
 from .._connect_options import redact_url
 from .._errors import EventwireError
-from ._catalog import asyncapi, topology
+from ._catalog import asyncapi, authz, topology
 from ._connect import ConnectionFlags, fail, with_connection
 from ._dlq import app as dlq_cli
 from ._schema import app as schema_cli
@@ -145,6 +145,7 @@ def relay(
 
 cli.command()(asyncapi)
 cli.command()(topology)
+cli.command()(authz)
 
 
 def main() -> None:

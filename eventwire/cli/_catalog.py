@@ -1,4 +1,4 @@
-"""``eventwire asyncapi`` and ``eventwire topology``: the event catalog, from the Apps' declarations."""
+"""``eventwire asyncapi``, ``topology`` and ``authz``: the event catalog and its permissions, from the Apps."""
 
 from __future__ import annotations
 
@@ -18,6 +18,11 @@ OutOption = Annotated[Path | None, typer.Option("--out", dir_okay=False, help="W
 class TopologyFormat(StrEnum):
     mermaid = "mermaid"
     html = "html"
+
+
+class AuthzFormat(StrEnum):
+    conf = "conf"
+    json = "json"
 
 
 def _emit(text: str, out: Path | None) -> None:
@@ -78,3 +83,27 @@ def topology(
     _emit(to_html(graph) if output_format is TopologyFormat.html else to_mermaid(graph), out)
     for warning in graph.warnings:
         typer.echo(f"warning: {warning}", err=True)
+
+
+def authz(
+    apps: Annotated[
+        list[str], typer.Argument(metavar="APP", help="The Apps, each as module:attribute or module:factory().")
+    ],
+    output_format: Annotated[AuthzFormat, typer.Option("--format", help="conf (nats-server) or json.")] = (
+        AuthzFormat.conf
+    ),
+    out: OutOption = None,
+) -> None:
+    """Print the least-privilege NATS permissions each service needs, from what its App declares.
+
+    Publish: its publications, its dead letters, the JetStream API of its own streams and durables, the acks of
+    its durables. Subscribe: its own reply inbox (connect it with that --inbox-prefix).
+    """
+    from .._authz import grants_for, to_conf, to_json
+
+    try:
+        grants = grants_for([load_app(target) for target in apps])
+    except EventwireError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    _emit(to_json(grants) if output_format is AuthzFormat.json else to_conf(grants), out)

@@ -33,6 +33,7 @@ class ConnectionFlags:
     tls_cert: str | None = None
     tls_key: str | None = None
     tls_hostname: str | None = None
+    inbox_prefix: str | None = None
 
     def resolve(self, base: ConnectOptions | None = None) -> ConnectOptions | None:
         given = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("url", "context")}
@@ -62,6 +63,7 @@ _FLAGS = {
     "tls_cert": ("--tls-cert", "Client certificate (PEM), with --tls-key."),
     "tls_key": ("--tls-key", "Client private key (PEM)."),
     "tls_hostname": ("--tls-hostname", "Host name the server certificate must carry."),
+    "inbox_prefix": ("--inbox-prefix", "Reply subjects' prefix instead of _INBOX (see eventwire authz)."),
 }
 
 

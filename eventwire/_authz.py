@@ -1,0 +1,99 @@
+"""Least-privilege NATS permissions for services, derived from their Apps' declarations (``eventwire authz``).
+
+A service may publish what it declares it publishes, its dead letters, the JetStream API requests that
+provision its own streams and durables and pull from them, and the acks of its own durables (in both forms
+nats-server sends); it may subscribe to its own reply inbox only. What it does not declare it cannot do.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from ._app import App
+
+
+@dataclass(frozen=True)
+class Grant:
+    """What one service may publish and subscribe to; it connects with ``inbox_prefix``."""
+
+    service: str
+    inbox_prefix: str
+    publish: tuple[str, ...]
+    subscribe: tuple[str, ...]
+
+
+def inbox_prefix_of(service: str) -> str:
+    return f"_INBOX_{service}"
+
+
+def grant_for(app: App) -> Grant:
+    publish: list[str] = [publication.subject for publication in app.publications]
+    streams = list(app.streams)
+    dead_letters = app.dead_letter_stream if app.handlers else None
+    if dead_letters is not None:
+        streams.append(dead_letters)
+        publish += dead_letters.subjects
+    for stream in streams:
+        publish += [f"$JS.API.STREAM.{verb}.{stream.name}" for verb in ("INFO", "CREATE", "UPDATE")]
+    for spec in app.handlers:
+        stream, durable = spec.durable.stream, spec.durable.name
+        publish += [
+            f"$JS.API.CONSUMER.INFO.{stream}.{durable}",
+            f"$JS.API.CONSUMER.DURABLE.CREATE.{stream}.{durable}",
+            f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}",
+            f"$JS.ACK.{stream}.{durable}.>",
+            f"$JS.ACK.*.*.{stream}.{durable}.>",
+        ]
+    prefix = inbox_prefix_of(app.name)
+    return Grant(app.name, prefix, tuple(dict.fromkeys(publish)), (f"{prefix}.>",))
+
+
+def grants_for(apps: Sequence[App]) -> list[Grant]:
+    return [grant_for(app) for app in apps]
+
+
+def _variable(service: str) -> str:
+    return service.upper().replace("-", "_") + "_PERMISSIONS"
+
+
+def to_conf(grants: Sequence[Grant]) -> str:
+    """nats-server configuration: one permissions variable per service, and the users block that uses them."""
+    lines = [
+        f"# eventwire authz: least-privilege permissions for {len(grants)} service(s).",
+        "# Each service connects with its inbox prefix (ConnectOptions.inbox_prefix, --inbox-prefix or",
+        "# EVENTWIRE_INBOX_PREFIX), so its replies stay on subjects only it may subscribe to.",
+        "",
+    ]
+    for grant in grants:
+        lines.append(f"# {grant.service}: inbox prefix {grant.inbox_prefix}")
+        lines.append(f"{_variable(grant.service)} = {{")
+        for verb, subjects in (("publish", grant.publish), ("subscribe", grant.subscribe)):
+            lines.append(f"  {verb}: {{ allow: [")
+            lines += [f"    {json.dumps(subject)}" for subject in subjects]
+            lines.append("  ] }")
+        lines.append("}")
+        lines.append("")
+    lines.append("# Use them, with your own way of authenticating each service:")
+    lines.append("# authorization { users = [")
+    for grant in grants:
+        upper = grant.service.upper().replace("-", "_")
+        lines.append(
+            f'#   {{ user: "{grant.service}", password: ${upper}_PASSWORD, permissions: ${_variable(grant.service)} }}'
+        )
+    lines.append("# ] }")
+    return "\n".join(lines) + "\n"
+
+
+def to_json(grants: Sequence[Grant]) -> str:
+    services = [
+        {
+            "service": grant.service,
+            "inbox_prefix": grant.inbox_prefix,
+            "publish": list(grant.publish),
+            "subscribe": list(grant.subscribe),
+        }
+        for grant in grants
+    ]
+    return json.dumps({"services": services}, indent=2) + "\n"
