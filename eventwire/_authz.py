@@ -38,13 +38,13 @@ def grant_for(app: App) -> Grant:
     for stream in streams:
         publish += [f"$JS.API.STREAM.{verb}.{stream.name}" for verb in ("INFO", "CREATE", "UPDATE")]
     for spec in app.handlers:
-        stream, durable = spec.durable.stream, spec.durable.name
+        on, durable = spec.durable.stream, spec.durable.name
         publish += [
-            f"$JS.API.CONSUMER.INFO.{stream}.{durable}",
-            f"$JS.API.CONSUMER.DURABLE.CREATE.{stream}.{durable}",
-            f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{durable}",
-            f"$JS.ACK.{stream}.{durable}.>",
-            f"$JS.ACK.*.*.{stream}.{durable}.>",
+            f"$JS.API.CONSUMER.INFO.{on}.{durable}",
+            f"$JS.API.CONSUMER.DURABLE.CREATE.{on}.{durable}",
+            f"$JS.API.CONSUMER.MSG.NEXT.{on}.{durable}",
+            f"$JS.ACK.{on}.{durable}.>",
+            f"$JS.ACK.*.*.{on}.{durable}.>",
         ]
     prefix = inbox_prefix_of(app.name)
     return Grant(app.name, prefix, tuple(dict.fromkeys(publish)), (f"{prefix}.>",))
