@@ -61,7 +61,7 @@ class Ledger:
             "unexpected": len(unexpected),
             "stored duplicates": sum(n - 1 for n in self.stored.values() if n > 1),
             "duplicate handlings": sum(n - 1 for n in self.handled.values() if n > 1) if consumed else "-",
-            "write stall s": round(_largest_gap(self.ack_times, after), 2),
+            "write stall s": round(_largest_gap(self.ack_times, after), 2) if self.ack_times else "-",
             "read gap s": round(_largest_gap(self.handle_times, after), 2) if consumed else "-",
             **{name: round(value, 2) for name, value in figures.items()},
         }
@@ -83,7 +83,7 @@ def _largest_gap(times: list[float], after: float) -> float:
 def table() -> Iterator[None]:
     yield
     if RESULTS:
-        columns = list(RESULTS[0])
+        columns = list(dict.fromkeys(column for row in RESULTS for column in row))
         print("\n| " + " | ".join(columns) + " |\n|" + " --- |" * len(columns))
         for row in RESULTS:
             print("| " + " | ".join(str(row.get(c, "")) for c in columns) + " |")
@@ -203,7 +203,7 @@ async def until_new_leader(find: Callable[[], Awaitable[EmbeddedServer]], old: E
         await asyncio.sleep(0.1)
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(180 + 3 * LONG)
 async def test_stream_leader_killed_during_publish_many(jetstream_cluster: EmbeddedCluster) -> None:
     cluster = jetstream_cluster
     stream = r3_stream()
@@ -227,8 +227,7 @@ async def test_stream_leader_killed_during_publish_many(jetstream_cluster: Embed
     leader.restart()
     for msg_id, result in zip(ids, results, strict=True):
         if isinstance(result, PublishAck):
-            ledger.acked.add(msg_id)
-            ledger.ack_times.append(killed_at)  # publish_many reports its acks together
+            ledger.acked.add(msg_id)  # publish_many reports its acks together: no write stall to measure
     ledger.stored = await stored_ids(cluster, stream.name)
     await transport.close()
     row = ledger.check(
@@ -241,7 +240,7 @@ async def test_stream_leader_killed_during_publish_many(jetstream_cluster: Embed
     assert row["acked"] == 5000
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(180 + 3 * LONG)
 async def test_consumer_leader_killed_during_consumption(jetstream_cluster: EmbeddedCluster) -> None:
     cluster = jetstream_cluster
     stream = r3_stream()
@@ -267,7 +266,7 @@ async def test_consumer_leader_killed_during_consumption(jetstream_cluster: Embe
     assert gap <= election + 2.0 + 3.0  # the goal plus a generous margin for a loaded machine
 
 
-@pytest.mark.timeout(240)
+@pytest.mark.timeout(240 + 3 * LONG)
 async def test_a_random_node_killed_every_few_seconds_under_load(jetstream_cluster: EmbeddedCluster) -> None:
     cluster = jetstream_cluster
     stream = r3_stream()
@@ -293,7 +292,7 @@ async def test_a_random_node_killed_every_few_seconds_under_load(jetstream_clust
     ledger.check(f"a random node killed every 3 s ({kills} kills)", after=began)
 
 
-@pytest.mark.timeout(180)
+@pytest.mark.timeout(180 + 3 * LONG)
 @pytest.mark.parametrize("confirm_acks", [False, True], ids=["acks", "confirmed acks"])
 async def test_the_stream_leader_frozen_for_ten_seconds(jetstream_cluster: EmbeddedCluster, confirm_acks: bool) -> None:
     cluster = jetstream_cluster
