@@ -9,7 +9,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -25,19 +24,11 @@ from .events import OrderCreated
 ROOT = Path(__file__).parent.parent
 
 
-@pytest.fixture
-async def cluster(tmp_path: Path) -> AsyncIterator[EmbeddedCluster]:
-    started = await EmbeddedCluster(store_dir=tmp_path / "cluster").start_async()
-    try:
-        yield started
-    finally:
-        await asyncio.to_thread(started.stop)
-
-
 @pytest.mark.timeout(120)
 async def test_a_frozen_node_is_left_within_the_keepalive_bound_and_publishing_resumes(
-    cluster: EmbeddedCluster,
+    jetstream_cluster: EmbeddedCluster,
 ) -> None:
+    cluster = jetstream_cluster
     options = ConnectOptions.from_url(cluster.url)
     bound = options.ping_interval * (options.max_outstanding_pings + 1) + 2 * options.connect_timeout
     transport = await JetStreamTransport.connect(options)
