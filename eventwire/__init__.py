@@ -25,6 +25,7 @@ from ._errors import (
     StreamConfigError,
     WrongLastSequence,
 )
+from ._outcome import Outcome
 from ._publication import Publication
 from ._publisher import Outgoing, Publisher
 from ._retry import Reject, Retry, RetryPolicy
@@ -47,6 +48,7 @@ __all__ = [
     "EventwireError",
     "Middleware",
     "Next",
+    "Outcome",
     "Outgoing",
     "PayloadTooLarge",
     "PermissionDenied",

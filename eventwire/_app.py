@@ -23,6 +23,7 @@ from ._publisher import Publisher
 from ._retry import RetryPolicy
 from ._streams import Durable, Stream, check_name, check_subject, subject_matches
 from .contracts import PROTOBUF, EventRegistry
+from .middleware import settlement_chain
 from .server import EmbeddedServer
 from .transport import JetStreamTransport, Transport
 
@@ -111,6 +112,7 @@ class App:
         self._signals_seen = 0
         self._started = False
         self._starting: asyncio.Future[None] | None = None
+        self._stopping = False
 
     def _add_stream(self, stream: Stream) -> None:
         known = self._streams.get(stream.name)
@@ -276,6 +278,7 @@ class App:
         if self._started:
             raise RuntimeError(f"App {self.name!r} is already running")
         self._stop_requested.clear()
+        self._stopping = False
         try:
             self._transport = transport or await self._connect_transport(url, connect)
             for stream in self._streams.values():
@@ -295,15 +298,15 @@ class App:
             for spec in self._handlers:
                 await self._transport.ensure_durable(spec.durable)
             for spec in self._handlers:
-                consumer = Consumer(
+                chain = settlement_chain(
                     spec,
-                    self._transport,
-                    self._publisher,
-                    middleware=self._middleware,
-                    listeners=self._listeners,
-                    dead_letters=writer,
+                    publisher=self._publisher,
                     registry=self.registry,
+                    dead_letters=writer,
+                    middleware=self._middleware,
+                    stopping=lambda: self._stopping,
                 )
+                consumer = Consumer(spec, self._transport, chain, listeners=self._listeners)
                 await consumer.start()
                 self._consumers.append(consumer)
             for relay in self._relays:
@@ -346,6 +349,7 @@ class App:
         if not self._started:
             return
         self._started = False
+        self._stopping = True
         grace = self.shutdown_timeout
         if self._transport is not None and not self._transport.connected:
             # Nothing can be acked or published until the connection is back: waiting only delays the exit.

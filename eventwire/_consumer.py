@@ -3,11 +3,9 @@
 The hot path is one worker loop per unit of concurrency taking messages from
 a local buffer: no task per message, and no log record unless its level is on.
 
-Outcomes (docs/failures.md): the handler returns → ack; a transient error →
-nak with the retry policy's delay; a permanent error, exhausted deliveries or
-input that can never be handled (bad envelope, undecodable or oversized
-payload, unregistered type) → dead letter, then term. If the dead letter
-cannot be stored, the original is nak'd instead: it is never lost.
+Each delivery goes through the handler's settlement chain (eventwire.middleware:
+decoding, the retry policy, dead-lettering and the App's middleware), which
+returns an Outcome; the consumer only applies it: ack, nak with its delay, term.
 
 Only what is still ours is dispatched: a fetched event that waited here past
 its ack_wait (a paused process, a stalled loop) belongs to the server again,
@@ -23,24 +21,9 @@ import logging
 from collections import deque
 from collections.abc import Hashable
 
-from google.protobuf.message import Message
-
-from ._dead_letters import DeadLetterWriter
-from ._delivery import (
-    Delivery,
-    HandlerSpec,
-    Middleware,
-    Outcome,
-    Settlement,
-    SettlementListener,
-    describe,
-    log_fields,
-)
-from ._envelope import Envelope, parse_message
-from ._errors import DecodeError, EnvelopeError, EventwireError
-from ._publisher import Publisher
-from ._retry import Retry
-from .contracts import PROTOBUF, EventRegistry, codec_for
+from ._delivery import HandlerSpec, Settled, Settlement, SettlementListener, describe, log_fields
+from ._errors import EventwireError
+from .middleware import Step
 from .transport import InboundMessage, MessageSource, Transport
 
 logger = logging.getLogger("eventwire.consumer")
@@ -56,24 +39,14 @@ class Consumer:
         self,
         spec: HandlerSpec,
         transport: Transport,
-        publisher: Publisher,
+        chain: Step,
         *,
-        middleware: tuple[Middleware, ...] = (),
         listeners: list[SettlementListener] | None = None,
-        dead_letters: DeadLetterWriter | None = None,
-        registry: EventRegistry | None = None,
     ) -> None:
         self._spec = spec
         self._listeners = listeners if listeners is not None else []
         self._transport = transport
-        self._publisher = publisher
-        self._dead_letters = dead_letters
-        self._registry = registry
-        self._routes: dict[str, type[Message]] = {t.DESCRIPTOR.full_name: t for t in spec.event_types}
-        pipeline = spec.call()
-        for wrap in reversed(middleware):
-            pipeline = wrap(pipeline)
-        self._pipeline = pipeline
+        self._chain = chain
         self._buffer: deque[InboundMessage] = deque()
         self._inflight: set[InboundMessage] = set()
         # Ordered modes: messages waiting for an earlier one of their key, and the keys being worked on.
@@ -243,115 +216,30 @@ class Consumer:
                 self._source.notify()
 
     async def _dispatch(self, message: InboundMessage) -> None:
-        spec = self._spec
         if message.delivery_count > 1:
             self.redelivered += 1
+        outcome = await self._chain(message)
+        kind = outcome.kind
         headers = message.headers or {}
-        if spec.max_event_bytes is not None and len(message.data) > spec.max_event_bytes:
-            detail = f"payload of {len(message.data)} bytes exceeds max_event_bytes={spec.max_event_bytes}"
-            await self._dead_letter(message, headers.get("ce-type"), headers.get("ce-id"), "too-large", detail=detail)
-            return
-        try:
-            envelope, data = parse_message(message.headers, message.data)
-        except EnvelopeError as exc:
-            await self._dead_letter(message, headers.get("ce-type"), headers.get("ce-id"), "invalid-envelope", exc)
-            return
-        event_class = self._routes.get(envelope.type)
-        if event_class is None:
-            await self._unknown_type(message, envelope)
-            return
-        try:
-            event = codec_for(envelope.datacontenttype or PROTOBUF).decode(data, event_class)
-        except DecodeError as exc:
-            await self._dead_letter(message, envelope.type, envelope.id, "undecodable", exc)
-            return
-        delivery = Delivery(message, envelope, event, spec.name, self._publisher)
-        attempt = message.delivery_count
-        while True:
-            try:
-                await self._pipeline(delivery)
-            except Exception as exc:
-                delay = await self._failed(message, envelope, exc, attempt)
-                if delay is None:
-                    return
-                # Ordered: retry in place, holding the key, so no later event of it overtakes this one.
-                await asyncio.sleep(delay)
-                attempt += 1
-                continue
+        if kind == "ack":
             self.handled += 1
-            await self._settle(message, "ack", envelope.type, envelope.id)
+            await self._settle(message, "ack", headers.get("ce-type"), headers.get("ce-id"))
             return
-
-    async def _unknown_type(self, message: InboundMessage, envelope: Envelope) -> None:
-        registered = self._registry is not None and envelope.type in self._registry
-        if registered and self._spec.unknown_types == "skip":
-            reason = f"handler {self._spec.name} does not handle this type; skipped"
-            await self._settle(message, "ack", envelope.type, envelope.id, reason)
-            return
-        await self._dead_letter(
+        settled: Settled = "ack" if kind == "skip" else "nak" if kind == "nak" else "term"
+        await self._settle(
             message,
-            envelope.type,
-            envelope.id,
-            "unknown-type",
-            detail=f"handler {self._spec.name} does not handle type {envelope.type}",
+            settled,
+            headers.get("ce-type"),
+            headers.get("ce-id"),
+            outcome.reason or kind,
+            delay=outcome.delay,
+            exc=outcome.error,
         )
-
-    async def _failed(self, message: InboundMessage, envelope: Envelope, exc: Exception, attempt: int) -> float | None:
-        """Settle a handler failure; return a delay to retry in place instead (ordered modes)."""
-        policy = self._spec.retry
-        if policy.is_permanent(exc):
-            await self._dead_letter(message, envelope.type, envelope.id, "rejected", exc)
-            return None
-        if attempt >= policy.max_deliveries:
-            await self._dead_letter(message, envelope.type, envelope.id, "max-deliveries", exc)
-            return None
-        delay = exc.delay if isinstance(exc, Retry) and exc.delay is not None else policy.delay(attempt)
-        reason = f"handler {self._spec.name} raised {exc!r}; retry in {delay:.3f}s"
-        if self._spec.ordered_by is not None and not self._stopping:
-            if logger.isEnabledFor(logging.WARNING):
-                logger.warning(
-                    "%s (in place, attempt %d) [%s]", reason, attempt, describe(message, envelope.type, envelope.id)
-                )
-            return delay
-        await self._settle(message, "nak", envelope.type, envelope.id, reason, delay=delay)
-        return None
-
-    async def _dead_letter(
-        self,
-        message: InboundMessage,
-        ce_type: str | None,
-        ce_id: str | None,
-        reason: str,
-        error: BaseException | None = None,
-        *,
-        detail: str | None = None,
-    ) -> None:
-        why = f"{reason}: {detail or repr(error)}"
-        # A handler's traceback helps; the parser's, for bad input, is noise.
-        trace = error if reason in ("rejected", "max-deliveries") else None
-        if self._dead_letters is None:
-            await self._settle(message, "term", ce_type, ce_id, f"{why} (no dead-letter stream)", exc=trace)
-            return
-        stored = await self._dead_letters.write(
-            message, handler=self._spec.name, reason=reason, error=error, detail=detail
-        )
-        if stored:
-            await self._settle(message, "term", ce_type, ce_id, f"dead-lettered, {why}", exc=trace)
-        else:
-            delay = self._spec.retry.delay(message.delivery_count)
-            await self._settle(
-                message,
-                "nak",
-                ce_type,
-                ce_id,
-                f"dead-letter stream unavailable, retry in {delay:.3f}s; {why}",
-                delay=delay,
-            )
 
     async def _settle(
         self,
         message: InboundMessage,
-        outcome: Outcome,
+        outcome: Settled,
         ce_type: str | None,
         ce_id: str | None,
         reason: str | None = None,
@@ -360,7 +248,8 @@ class Consumer:
         exc: BaseException | None = None,
     ) -> None:
         if reason is not None:
-            level = logging.ERROR if outcome == "term" else logging.WARNING
+            # An unexpected exception is an ERROR with its traceback; a Reject or bad input says it in one line.
+            level = logging.ERROR if outcome == "term" and exc is not None else logging.WARNING
             if logger.isEnabledFor(level):
                 logger.log(
                     level,

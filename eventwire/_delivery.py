@@ -11,6 +11,7 @@ from google.protobuf.message import Message
 
 from ._envelope import Envelope
 from ._errors import ConfigError
+from ._outcome import Outcome
 from ._publisher import Publisher
 from ._retry import RetryPolicy
 from ._streams import Durable
@@ -72,7 +73,8 @@ class Delivery:
         return f"<Delivery {describe(self.message, self.envelope.type, self.envelope.id)}>"
 
 
-Next = Callable[[Delivery], Awaitable[None]]
+# A step of the handler chain: returns how to settle the delivery (None: ack) or raises (the retry policy decides).
+Next = Callable[[Delivery], Awaitable[Outcome | None]]
 Middleware = Callable[[Next], Next]
 HandlerFunc = Callable[..., Awaitable[None]]
 
@@ -85,7 +87,7 @@ def describe(message: InboundMessage, ce_type: str | None, ce_id: str | None) ->
     )
 
 
-Outcome = Literal["ack", "nak", "term"]
+Settled = Literal["ack", "nak", "term"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,7 +100,7 @@ class Settlement:
     delivery_count: int
     ce_type: str | None
     ce_id: str | None
-    outcome: Outcome
+    outcome: Settled
     delay: float | None = None
     reason: str | None = None
 

@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, event, func, insert, select, update
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from eventwire import App, Delivery, Stream
+from eventwire import App, Delivery, Next, Outcome, Stream
 from eventwire.inbox import Inbox
 from eventwire.inbox import create_tables as create_inbox_tables
 from eventwire.inbox import metadata as inbox_metadata
@@ -369,3 +369,36 @@ async def test_inbox_runs_effects_once_per_event(
     assert calls.count("o-2") == 2  # the failed attempt rolled its effect back and ran again
     assert calls.count("o-0") == calls.count("o-1") == 1
     assert inbox.skipped == 3
+
+
+async def test_an_outcome_other_than_ack_from_inside_the_inbox_rolls_it_back(
+    engine: AsyncEngine, stream: tuple[JetStreamTransport, Stream]
+) -> None:
+    """A step inside the inbox returns nak instead of raising: neither the effect nor the claim may stay."""
+    transport, declared = stream
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    inbox = Inbox(sessions)
+    calls: list[int] = []
+
+    def nak_first(next_step: Next) -> Next:
+        async def step(delivery: Delivery) -> Outcome | None:
+            outcome = await next_step(delivery)
+            return Outcome.nak(0.1, "first time round") if delivery.delivery_count == 1 else outcome
+
+        return step
+
+    app = App(unique("billing"), middleware=[inbox, nak_first])
+
+    @app.handler(OrderCreated, stream=declared)
+    async def bill(order: OrderCreated, delivery: Delivery) -> None:
+        calls.append(delivery.delivery_count)
+        await delivery.session.execute(insert(effects).values(event_id=delivery.envelope.id, order_id=order.order_id))
+
+    async with running(app, transport) as probe:
+        settlements = await probe.publish(OrderCreated(order_id="o-1"), subject=subject_of(declared))
+    async with engine.connect() as conn:
+        rows = (await conn.execute(select(effects.c.order_id))).all()
+    assert [s.outcome for s in settlements] == ["nak", "ack"]
+    assert calls == [1, 2]  # the claim of the first attempt was rolled back with its effect
+    assert [row.order_id for row in rows] == ["o-1"]
+    assert inbox.skipped == 0

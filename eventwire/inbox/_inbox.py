@@ -13,6 +13,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from .._delivery import Delivery, Next
 from .._errors import ConfigError
+from .._outcome import Outcome
 
 logger = logging.getLogger("eventwire.inbox")
 
@@ -38,7 +39,8 @@ class Inbox:
 
     ``App(..., middleware=[inbox])``; the handler uses ``delivery.session``.
     When the handler returns, the transaction commits (effects and record
-    together); when it raises, it rolls back (neither). An event id already
+    together); when it raises, or a step inside returns an outcome other than
+    ack, it rolls back (neither). An event id already
     recorded for the handler means its effects exist: the delivery is acked
     without calling the handler. Records older than ``retention`` are pruned.
     """
@@ -53,19 +55,23 @@ class Inbox:
         self.skipped = 0
 
     def __call__(self, next_step: Next) -> Next:
-        async def with_inbox(delivery: Delivery) -> None:
-            async with self._sessions() as session, session.begin():
+        async def with_inbox(delivery: Delivery) -> Outcome | None:
+            async with self._sessions() as session, session.begin() as transaction:
                 if not await self._claim(session, delivery.handler, delivery.envelope.id):
                     self.skipped += 1
                     if logger.isEnabledFor(logging.DEBUG):
                         logger.debug("already processed by %s: %s", delivery.handler, delivery.envelope.id)
-                    return
+                    return None
                 delivery.session = session
                 try:
-                    await next_step(delivery)
+                    outcome = await next_step(delivery)
                 finally:
                     delivery.session = None
+                if outcome is not None and outcome.kind != "ack":
+                    # Not handled: neither its effects nor its record may stay.
+                    await transaction.rollback()
             self._maybe_prune()
+            return outcome
 
         return with_inbox
 
