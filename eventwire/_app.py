@@ -24,6 +24,9 @@ from ._retry import RetryPolicy
 from ._streams import Durable, Stream, check_name, check_subject, subject_matches
 from .contracts import PROTOBUF, EventRegistry
 from .middleware import settlement_chain
+from .observability import HealthServer, ServiceMetrics
+from .observability._metrics import metrics_observer
+from .observability._poll import poll_metrics
 from .server import EmbeddedServer
 from .transport import JetStreamTransport, Transport
 
@@ -39,6 +42,9 @@ class BackgroundRelay(Protocol):
     def start(self, transport: Transport) -> None: ...
 
     async def stop(self) -> None: ...
+
+    async def backlog(self) -> tuple[int, float | None]:
+        """Rows waiting, and the age in seconds of the oldest (None when there is none), for the metrics."""
 
 
 class App:
@@ -75,6 +81,10 @@ class App:
         dead_letters: bool | Stream = True,
         replicas: int | None = None,
         relays: Sequence[BackgroundRelay] = (),
+        metrics: bool = False,
+        metrics_port: int | None = None,
+        metrics_host: str = "0.0.0.0",
+        metrics_interval: float = 5.0,
     ) -> None:
         check_name("service", name)
         if shutdown_timeout < 0:
@@ -102,6 +112,13 @@ class App:
         # True: the default dead-letter stream, built once the declared streams (and their replicas) are known.
         self._dead_letters: bool | Stream = dead_letters
         self._relays = tuple(relays)
+        if metrics_interval <= 0:
+            raise ConfigError("App.metrics_interval must be positive")
+        self._metrics_on = False
+        self._health: HealthServer | None = None
+        self._metrics_interval = metrics_interval
+        self.metrics: ServiceMetrics | None = None
+        self._polling: asyncio.Task[None] | None = None
         self._handlers: list[HandlerSpec] = []
         self._consumers: list[Consumer] = []
         self._listeners: list[SettlementListener] = []
@@ -113,6 +130,8 @@ class App:
         self._started = False
         self._starting: asyncio.Future[None] | None = None
         self._stopping = False
+        if metrics or metrics_port is not None:
+            self.enable_metrics(metrics_port, host=metrics_host)
 
     def _add_stream(self, stream: Stream) -> None:
         known = self._streams.get(stream.name)
@@ -135,6 +154,11 @@ class App:
             )
         self.registry.register(publication.event_type)
         self._publications.append(publication)
+
+    @property
+    def health_port(self) -> int | None:
+        """The port of ``/metrics``, ``/healthz`` and ``/readyz`` (known once started when it was 0)."""
+        return self._health.port if self._health is not None else None
 
     @property
     def connect_options(self) -> ConnectOptions | None:
@@ -262,6 +286,17 @@ class App:
 
         return register
 
+    def enable_metrics(self, port: int | None = None, *, host: str = "0.0.0.0") -> None:
+        """Count this App's metrics (before it starts); with ``port``, serve ``/metrics``, ``/healthz``, ``/readyz``.
+
+        Several Apps of one process share Prometheus' default registry, told apart by the ``service`` label.
+        """
+        if self._started:
+            raise RuntimeError(f"App {self.name!r} is running: enable metrics before it starts")
+        self._metrics_on = True
+        if port is not None:
+            self._health = HealthServer([self.readiness], port=port, host=host)
+
     def add_listener(self, listener: SettlementListener) -> None:
         """Call ``listener`` with a :class:`Settlement` each time a handler's delivery is settled.
 
@@ -280,37 +315,62 @@ class App:
         self._stop_requested.clear()
         self._stopping = False
         try:
+            if self._health is not None:
+                await self._health.start()  # not ready until everything below is done
             self._transport = transport or await self._connect_transport(url, connect)
             for stream in self._streams.values():
                 await self._transport.ensure_stream(stream)
+            metrics = self.metrics = ServiceMetrics(self.name) if self._metrics_on else None
             self._publisher = Publisher(
                 self._transport,
                 source=self.source,
                 registry=self.registry,
                 content_type=self._content_type,
                 deadline=self._publish_deadline,
+                stats=metrics,
             )
             writer = None
             dead_letters = self.dead_letter_stream
             if dead_letters is not None and self._handlers:
                 await self._transport.ensure_stream(dead_letters)
                 writer = DeadLetterWriter(self._transport, self.name, dead_letters)
+                if metrics is not None:
+                    metrics.dead_letter_stream = dead_letters.name
             for spec in self._handlers:
                 await self._transport.ensure_durable(spec.durable)
+            polled = []
             for spec in self._handlers:
+                observers = []
+                if metrics is not None:
+                    handler_metrics = metrics.handler(spec)
+                    observers.append(metrics_observer(handler_metrics))
+                    polled.append((handler_metrics, spec.durable))
                 chain = settlement_chain(
                     spec,
                     publisher=self._publisher,
                     registry=self.registry,
                     dead_letters=writer,
                     middleware=self._middleware,
+                    observers=observers,
                     stopping=lambda: self._stopping,
+                    service=self.name,
                 )
-                consumer = Consumer(spec, self._transport, chain, listeners=self._listeners)
+                consumer = Consumer(spec, self._transport, chain, service=self.name, listeners=self._listeners)
                 await consumer.start()
                 self._consumers.append(consumer)
             for relay in self._relays:
                 relay.start(self._transport)
+            if metrics is not None:
+                self._polling = asyncio.create_task(
+                    poll_metrics(
+                        metrics,
+                        self._transport,
+                        polled,
+                        backlogs=[relay.backlog for relay in self._relays],
+                        interval=self._metrics_interval,
+                    ),
+                    name=f"eventwire-{self.name}-metrics",
+                )
         except BaseException:
             await self._close()
             raise
@@ -336,6 +396,10 @@ class App:
         return await JetStreamTransport.connect(
             options, pull_expires=self._pull_expires, idle_heartbeat=self._idle_heartbeat
         )
+
+    def readiness(self) -> list[str]:
+        """Why this App is not ready to serve (``/readyz``): still starting, or one of :meth:`problems`."""
+        return self.problems() if self._started else [f"{self.name} is not started"]
 
     def problems(self) -> list[str]:
         """Why this App is not healthy: handlers stopped for good, a lost connection; empty when healthy."""
@@ -367,6 +431,12 @@ class App:
 
     async def _close(self) -> None:
         self._consumers.clear()
+        if self._polling is not None:
+            self._polling.cancel()
+            await asyncio.gather(self._polling, return_exceptions=True)
+            self._polling = None
+        if self._health is not None:
+            await self._health.stop()
         if self._transport is not None:
             await self._transport.close()
         if self._server is not None:

@@ -41,9 +41,11 @@ class Consumer:
         transport: Transport,
         chain: Step,
         *,
+        service: str | None = None,
         listeners: list[SettlementListener] | None = None,
     ) -> None:
         self._spec = spec
+        self._service = service
         self._listeners = listeners if listeners is not None else []
         self._transport = transport
         self._chain = chain
@@ -126,13 +128,15 @@ class Consumer:
         self.expired += dropped
         if self._source is not None:
             self._source.notify()  # their room is free again
+        headers = message.headers or {}
         logger.warning(
             "handler %s: %d fetched event(s) waited here longer than ack_wait (%gs), the process was paused or its "
             "loop stalled; not handled, the server redelivers them [first: %s]",
             self._spec.name,
             dropped,
             ack_wait,
-            describe(message, (message.headers or {}).get("ce-type"), (message.headers or {}).get("ce-id")),
+            describe(message, headers.get("ce-type"), headers.get("ce-id")),
+            extra={"eventwire": self._fields(message, headers.get("ce-type"), headers.get("ce-id"), "expired")},
         )
         return False
 
@@ -257,7 +261,7 @@ class Consumer:
                     outcome,
                     reason,
                     describe(message, ce_type, ce_id),
-                    extra={"eventwire": log_fields(message, ce_type, ce_id)},
+                    extra={"eventwire": self._fields(message, ce_type, ce_id, outcome)},
                     exc_info=exc if outcome == "term" else None,
                 )
         try:
@@ -310,8 +314,13 @@ class Consumer:
             CONFIRM_ATTEMPTS,
             type(last).__name__,
             describe(message, ce_type, ce_id),
-            extra={"eventwire": log_fields(message, ce_type, ce_id)},
+            extra={"eventwire": self._fields(message, ce_type, ce_id, "ack")},
         )
+
+    def _fields(
+        self, message: InboundMessage, ce_type: str | None, ce_id: str | None, outcome: str | None
+    ) -> dict[str, object]:
+        return log_fields(message, ce_type, ce_id, service=self._service, handler=self._spec.name, outcome=outcome)
 
     def _held(self) -> list[InboundMessage]:
         return [*self._inflight, *self._buffer, *(m for waiting in self._parked.values() for m in waiting)]
@@ -337,6 +346,11 @@ class Consumer:
                                 "in-progress failed: %r [%s]",
                                 exc,
                                 describe(message, headers.get("ce-type"), headers.get("ce-id")),
+                                extra={
+                                    "eventwire": self._fields(
+                                        message, headers.get("ce-type"), headers.get("ce-id"), None
+                                    )
+                                },
                             )
 
     async def stop(self, timeout: float) -> None:

@@ -13,6 +13,7 @@ import traceback
 from datetime import UTC, datetime
 from typing import Final
 
+from ._delivery import log_fields
 from ._envelope import encode_value
 from ._errors import PermissionDenied, PublishError
 from ._publisher import send_with_retries, wire_size
@@ -116,8 +117,21 @@ class DeadLetterWriter:
         try:
             await send_with_retries(self._transport, subject, payload, headers, deadline=self._deadline)
         except (PublishError, PermissionDenied) as exc:
+            original = message.headers or {}
+            fields = log_fields(
+                message,
+                original.get("ce-type"),
+                original.get("ce-id"),
+                service=self._service,
+                handler=handler,
+                outcome="nak",
+            )
             logger.error(  # noqa: TRY400 -- the publish error says it all; its traceback adds nothing
-                "dead letter for %s seq %d not stored: %s", message.subject, message.stream_sequence, exc
+                "dead letter for %s seq %d not stored: %s",
+                message.subject,
+                message.stream_sequence,
+                exc,
+                extra={"eventwire": fields},
             )
             return False
         return True

@@ -108,13 +108,25 @@ class Settlement:
 SettlementListener = Callable[[Settlement], None]
 
 
-def log_fields(message: InboundMessage, ce_type: str | None, ce_id: str | None) -> dict[str, Any]:
+def log_fields(
+    message: InboundMessage,
+    ce_type: str | None,
+    ce_id: str | None,
+    *,
+    service: str | None = None,
+    handler: str | None = None,
+    outcome: str | None = None,
+) -> dict[str, Any]:
+    """A message's fields for structured logs (``extra={"eventwire": ...}``), as JSON log lines show them."""
     return {
+        "service": service,
+        "handler": handler,
         "subject": message.subject,
         "stream_sequence": message.stream_sequence,
         "delivery_count": message.delivery_count,
         "ce_type": ce_type,
         "ce_id": ce_id,
+        "outcome": outcome,
     }
 
 

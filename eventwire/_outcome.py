@@ -18,7 +18,8 @@ class Outcome:
     - ``dead_letter``: store it in the dead-letter stream, then term; ``reason`` is the short
       reason recorded with it (``rejected``, ``undecodable``, …), ``error`` or ``detail`` what happened.
 
-    Middleware may return any of them instead of what the step inside it returned.
+    Middleware may return any of them instead of what the step inside it returned. After the
+    dead-lettering step, ``dead_lettered`` names the reason of the dead letter a ``term`` follows.
     """
 
     kind: OutcomeKind
@@ -26,6 +27,7 @@ class Outcome:
     delay: float | None = None
     error: BaseException | None = None
     detail: str | None = None
+    dead_lettered: str | None = None
 
     @staticmethod
     def ack() -> Outcome:

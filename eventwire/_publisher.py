@@ -5,8 +5,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Iterable
+import time
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 from google.protobuf.message import Message
 
@@ -38,6 +40,14 @@ def wire_size(payload: bytes, headers: dict[str, str]) -> int:
 RETRY_BACKOFF = Backoff(initial=0.05, multiplier=2.0, maximum=2.0, jitter=0.5)
 
 
+class PublishStats(Protocol):
+    """Where a publisher reports what it did (eventwire.observability's metrics)."""
+
+    publish_retries: int
+
+    def publish_done(self, ce_type: str, outcome: str, seconds: float | None = None) -> None: ...
+
+
 async def send_with_retries(
     transport: Transport,
     subject: str,
@@ -47,6 +57,7 @@ async def send_with_retries(
     deadline: float,
     attempt_timeout: float = 2.0,
     backoff: Backoff = RETRY_BACKOFF,
+    on_retry: Callable[[], None] | None = None,
 ) -> PublishAck:
     """Publish one message, retrying transient failures with the same headers until ``deadline`` seconds pass."""
     loop = asyncio.get_running_loop()
@@ -67,6 +78,8 @@ async def send_with_retries(
                     f"(last: {exc}); msg id {headers.get('Nats-Msg-Id')}"
                 ) from exc
             delay = min(remaining, backoff.delay(attempt))
+            if on_retry is not None:
+                on_retry()
             logger.debug("publish to %s failed (%s); retry %d in %.3fs", subject, exc, attempt, delay)
             await asyncio.sleep(delay)
 
@@ -160,6 +173,7 @@ class Publisher:
         attempt_timeout: float = 2.0,
         window: int = 1000,
         retry_backoff: Backoff = RETRY_BACKOFF,
+        stats: PublishStats | None = None,
     ) -> None:
         if deadline <= 0 or attempt_timeout <= 0:
             raise ConfigError("Publisher.deadline and attempt_timeout must be positive")
@@ -171,6 +185,7 @@ class Publisher:
         self._attempt_timeout = attempt_timeout
         self._window = window
         self._retry_backoff = retry_backoff
+        self._stats = stats
         self._inflight = 0
         self._idle = asyncio.Event()
         self._idle.set()
@@ -259,10 +274,19 @@ class Publisher:
             expected=expected,
         )
         self._begin()
+        started = time.perf_counter()
         try:
-            return await self._send(prepared, deadline if deadline is not None else self._deadline)
+            ack = await self._send(prepared, deadline if deadline is not None else self._deadline)
+        except (PublishError, PermissionDenied):
+            if self._stats is not None:
+                self._stats.publish_done(prepared.headers["ce-type"], "failed")
+            raise
         finally:
             self._end()
+        if self._stats is not None:
+            outcome = "duplicate" if ack.duplicate else "stored"
+            self._stats.publish_done(prepared.headers["ce-type"], outcome, time.perf_counter() - started)
+        return ack
 
     async def _send(self, prepared: EncodedEvent, deadline: float) -> PublishAck:
         return await send_with_retries(
@@ -273,7 +297,12 @@ class Publisher:
             deadline=deadline,
             attempt_timeout=self._attempt_timeout,
             backoff=self._retry_backoff,
+            on_retry=self._retried if self._stats is not None else None,
         )
+
+    def _retried(self, count: int = 1) -> None:
+        if self._stats is not None:
+            self._stats.publish_retries += count
 
     async def publish_many(
         self, items: Iterable[Outgoing], *, window: int | None = None, deadline: float | None = None
@@ -311,6 +340,7 @@ class Publisher:
                 if not todo:
                     break
                 attempt += 1
+                self._retried(len(todo))
                 remaining = give_up_at - loop.time()
                 if remaining <= 0:
                     for i in todo:
@@ -319,7 +349,15 @@ class Publisher:
                 await asyncio.sleep(min(remaining, self._retry_backoff.delay(attempt)))
         finally:
             self._end()
-        return [r if r is not None else PublishTimeout("not sent") for r in results]
+        outcomes = [r if r is not None else PublishTimeout("not sent") for r in results]
+        if self._stats is not None:
+            for encoded, result in zip(prepared, outcomes, strict=True):
+                ce_type = encoded.headers["ce-type"] if encoded is not None else "other"
+                if isinstance(result, PublishAck):
+                    self._stats.publish_done(ce_type, "duplicate" if result.duplicate else "stored")
+                else:
+                    self._stats.publish_done(ce_type, "failed")
+        return outcomes
 
     async def _send_round(
         self,

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import logging
 import signal
-import sys
 import threading
 from pathlib import Path
 from typing import Annotated
@@ -33,14 +31,6 @@ cli = typer.Typer(
 console = Console()
 cli.add_typer(dlq_cli, name="dlq")
 cli.add_typer(schema_cli, name="schema")
-
-LogLevel = Annotated[str, typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.")]
-
-
-def _configure_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(), stream=sys.stderr, format="%(asctime)s %(levelname)-7s %(name)s: %(message)s"
-    )
 
 
 @cli.command()
@@ -70,30 +60,32 @@ def server(
 
 
 @cli.command()
-@with_connection
+@with_connection(log_level="INFO")
 def run(
     app: Annotated[str, typer.Argument(help="The App to run, as module:attribute or module:factory().")],
     connection: ConnectionFlags,
-    log_level: LogLevel = "INFO",
+    metrics_port: Annotated[
+        int | None, typer.Option("--metrics-port", help="Serve /metrics, /healthz and /readyz on this port.")
+    ] = None,
+    metrics_host: Annotated[str, typer.Option("--metrics-host", help="Address for --metrics-port.")] = "0.0.0.0",
 ) -> None:
     """Run an App until SIGTERM or Ctrl-C, then shut it down gracefully (no server given: an embedded one)."""
-    _configure_logging(log_level)
     service = load_app(app)
+    if metrics_port is not None:
+        service.enable_metrics(metrics_port, host=metrics_host)
     asyncio.run(service.run(connect=connection.resolve(base=service.connect_options)))
 
 
 @cli.command()
-@with_connection
+@with_connection(log_level="ERROR")
 def demo(
     connection: ConnectionFlags,
     orders: Annotated[int, typer.Option(min=1, help="How many orders to place.")] = 1000,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for every order to be processed.")] = 120.0,
-    log_level: LogLevel = "ERROR",
 ) -> None:
     """Run the shop demo: orders → inventory → notifications on JetStream (no server given: an embedded one)."""
     from ..demo import run_demo
 
-    _configure_logging(log_level)
     summary = asyncio.run(run_demo(connection.resolve(), orders, timeout=timeout))
     table = Table(title=f"eventwire demo on {redact_url(summary.server)}", show_header=False)
     table.add_row("orders published", f"{summary.published} ({summary.duplicates} duplicates)")
@@ -110,7 +102,7 @@ def demo(
 
 
 @cli.command()
-@with_connection
+@with_connection(log_level="INFO")
 def relay(
     db: Annotated[
         str, typer.Option("--db", envvar="EVENTWIRE_DB", help="SQLAlchemy async URL of the outbox database.")
@@ -120,14 +112,12 @@ def relay(
     poll_interval: Annotated[
         float, typer.Option(help="Seconds between polls (PostgreSQL also wakes on NOTIFY).")
     ] = 1.0,
-    log_level: LogLevel = "INFO",
 ) -> None:
     """Publish committed outbox rows until SIGTERM or Ctrl-C (then after the current batch)."""
     from sqlalchemy.ext.asyncio import create_async_engine
 
     from ..outbox import OutboxRelay
 
-    _configure_logging(log_level)
     try:
         engine = create_async_engine(db)
     except Exception as exc:  # SQLAlchemy says what is wrong with the URL, in many exception types

@@ -6,6 +6,7 @@ import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, fields
+from enum import StrEnum
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import nats.errors
@@ -13,6 +14,7 @@ import typer
 
 from .._connect_options import ENVIRONMENT, ConnectOptions, resolve_connect_options
 from .._errors import EventwireError
+from ..observability import configure_logging
 
 F = TypeVar("F", bound=Callable[..., Any])
 PANEL = "Connection"
@@ -51,6 +53,11 @@ class ConnectionFlags:
         return options
 
 
+class LogFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
 _FLAGS = {
     "url": ("--url", "NATS server URL(s), comma-separated; nats://, tls://, ws://, wss://."),
     "context": ("--context", "A NATS CLI context: ~/.config/nats/context/NAME.json."),
@@ -72,27 +79,42 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def with_connection(func: F) -> F:
-    """Give a command the connection options; it receives them as ``connection: ConnectionFlags``.
+def with_connection(*, log_level: str = "WARNING") -> Callable[[F], F]:
+    """Give a command the connection options (as ``connection: ConnectionFlags``) and the logging options.
 
-    Failures of the command that a user or operator causes (bad settings, an unreachable or refusing
+    ``--log-level`` (default ``log_level``) and ``--log-format text|json`` configure logging before the
+    command runs. Failures that a user or operator causes (bad settings, an unreachable or refusing
     server, a missing permission) print one line without secrets and exit 1.
     """
+
+    def decorate(func: F) -> F:
+        return _with_connection(func, log_level)
+
+    return decorate
+
+
+def _option(name: str, default: object, annotation: object) -> inspect.Parameter:
+    return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
+
+
+def _with_connection(func: F, default_level: str) -> F:
     original = inspect.signature(func, eval_str=True)
     kept = [p for p in original.parameters.values() if p.name != "connection"]
     added = []
     for name, (flag, text) in _FLAGS.items():
-        help_text = f"{text} Or ${ENVIRONMENT[name]}."
-        option = typer.Option(flag, help=help_text, rich_help_panel=PANEL, show_default=False)
-        added.append(
-            inspect.Parameter(
-                name, inspect.Parameter.KEYWORD_ONLY, default=None, annotation=Annotated[str | None, option]
-            )
-        )
+        option = typer.Option(flag, help=f"{text} Or ${ENVIRONMENT[name]}.", rich_help_panel=PANEL, show_default=False)
+        added.append(_option(name, None, Annotated[str | None, option]))
+    level = typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.", rich_help_panel="Logging")
+    shape = typer.Option("--log-format", help="text, or json: one object per line.", rich_help_panel="Logging")
+    added += [
+        _option("log_level", default_level, Annotated[str, level]),
+        _option("log_format", LogFormat.text, Annotated[LogFormat, shape]),
+    ]
 
     @functools.wraps(func)
     def command(**kwargs: Any) -> Any:
         flags = ConnectionFlags(**{name: kwargs.pop(name) for name in _FLAGS})
+        configure_logging(kwargs.pop("log_level"), kwargs.pop("log_format").value)
         try:
             return func(connection=flags, **kwargs)
         except EventwireError as exc:

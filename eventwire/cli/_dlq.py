@@ -104,7 +104,7 @@ def _import(modules: list[str]) -> None:
 
 
 @app.command("list")
-@with_connection
+@with_connection()
 def list_(
     connection: ConnectionFlags,
     service: Service = None,
@@ -138,7 +138,7 @@ def list_(
 
 
 @app.command()
-@with_connection
+@with_connection()
 def show(
     letter_id: Annotated[str, typer.Argument(metavar="ID", help="STREAM:SEQUENCE, as `dlq list` prints it.")],
     connection: ConnectionFlags,
@@ -173,7 +173,7 @@ def show(
 
 
 @app.command()
-@with_connection
+@with_connection()
 def replay(
     connection: ConnectionFlags,
     service: Service = None,
@@ -208,7 +208,7 @@ def replay(
 
 
 @app.command()
-@with_connection
+@with_connection()
 def purge(
     connection: ConnectionFlags,
     service: Service = None,

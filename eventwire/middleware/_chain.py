@@ -24,12 +24,15 @@ def settlement_chain(
     middleware: Sequence[Middleware] = (),
     observers: Sequence[Observer] = (),
     stopping: Callable[[], bool] = lambda: False,
+    service: str | None = None,
 ) -> Step:
     """The step a consumer runs for each delivery of ``spec``'s durable; it returns the outcome to apply."""
     handler = spec.call()
     for wrap in reversed(middleware):
         handler = wrap(handler)
-    step = dead_lettering(spec, dead_letters)(decoding(spec, publisher, registry)(retrying(spec, stopping)(handler)))
+    step = dead_lettering(spec, dead_letters)(
+        decoding(spec, publisher, registry)(retrying(spec, stopping, service)(handler))
+    )
     for observe in reversed(observers):
         step = observe(step)
     return step

@@ -31,7 +31,7 @@ def dead_lettering(spec: HandlerSpec, writer: DeadLetterWriter | None) -> Callab
             if writer is None:
                 return Outcome.term(f"{why} (no dead-letter stream)", trace)
             if await writer.write(message, handler=name, reason=reason, error=error, detail=outcome.detail):
-                return Outcome.term(f"dead-lettered, {why}", trace)
+                return Outcome("term", f"dead-lettered, {why}", error=trace, dead_lettered=reason)
             delay = policy.delay(message.delivery_count)
             return Outcome.nak(delay, f"dead-letter stream unavailable, retry in {delay:.3f}s; {why}")
 

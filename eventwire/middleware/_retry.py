@@ -6,14 +6,14 @@ import asyncio
 import logging
 from collections.abc import Callable
 
-from .._delivery import Delivery, HandlerSpec, Middleware, Next, describe
+from .._delivery import Delivery, HandlerSpec, Middleware, Next, describe, log_fields
 from .._outcome import Outcome
 from .._retry import Retry
 
 logger = logging.getLogger("eventwire.consumer")
 
 
-def retrying(spec: HandlerSpec, stopping: Callable[[], bool]) -> Middleware:
+def retrying(spec: HandlerSpec, stopping: Callable[[], bool], service: str | None = None) -> Middleware:
     """Apply ``spec.retry``; in ordered modes retry in place, holding the key, unless the App is stopping."""
     policy = spec.retry
     in_place = spec.ordered_by is not None
@@ -36,8 +36,14 @@ def retrying(spec: HandlerSpec, stopping: Callable[[], bool]) -> Middleware:
                         return Outcome.nak(delay, reason)
                 # Ordered: retry here, holding the key, so no later event of it overtakes this one.
                 if logger.isEnabledFor(logging.WARNING):
-                    where = describe(delivery.message, delivery.envelope.type, delivery.envelope.id)
-                    logger.warning("%s (in place, attempt %d) [%s]", reason, attempt, where)
+                    envelope = delivery.envelope
+                    where = describe(delivery.message, envelope.type, envelope.id)
+                    fields = log_fields(
+                        delivery.message, envelope.type, envelope.id, service=service, handler=name, outcome="retry"
+                    )
+                    logger.warning(
+                        "%s (in place, attempt %d) [%s]", reason, attempt, where, extra={"eventwire": fields}
+                    )
                 await asyncio.sleep(delay)
                 attempt += 1
 

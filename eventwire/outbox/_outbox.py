@@ -291,6 +291,19 @@ class OutboxRelay:
         await asyncio.gather(*(publish_key(key_rows) for key_rows in by_key.values()))
         return acked
 
+    async def backlog(self) -> tuple[int, float | None]:
+        """Committed rows not yet published, and the age in seconds of the oldest (None when there is none)."""
+        pending = outbox_table.c.sent_at.is_(None)
+        async with self._engine.connect() as conn:
+            count, oldest = (
+                await conn.execute(select(func.count(), func.min(outbox_table.c.created_at)).where(pending))
+            ).one()
+        if oldest is None:
+            return int(count), None
+        if oldest.tzinfo is None:  # SQLite gives back what it stored, without the zone: written as UTC
+            oldest = oldest.replace(tzinfo=UTC)
+        return int(count), max(0.0, (datetime.now(UTC) - oldest).total_seconds())
+
     async def prune(self) -> int:
         """Delete rows sent longer than ``retention`` ago, and keys with no rows left."""
         cutoff = datetime.now(UTC) - timedelta(seconds=self._retention)

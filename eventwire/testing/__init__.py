@@ -8,7 +8,8 @@ fixtures ``memory_broker``, ``memory_transport``, ``memory_publisher``,
 """
 
 from .._delivery import Settlement
-from ..transport.memory import DurableState, MemoryBroker, MemoryTransport
+from ..transport import DurableState
+from ..transport.memory import MemoryBroker, MemoryTransport
 from ._clock import VirtualClock, VirtualTimeLoop, virtual_time_loop
 from ._cluster import EmbeddedCluster
 from ._probe import AppProbe, PublishedEvent, RecordingTransport, running

@@ -17,7 +17,7 @@ from .._errors import DecodeError, EnvelopeError, EventwireError
 from .._ids import uuid7
 from .._streams import Durable, Stream, subject_matches
 from ..contracts import PROTOBUF, codec_for
-from ..transport import InboundMessage, MessageSource, PublishAck, Transport
+from ..transport import DurableState, InboundMessage, MessageSource, PublishAck, Transport
 from ..transport.memory import MemoryBroker, MemoryTransport
 
 E = TypeVar("E", bound=Message)
@@ -47,6 +47,16 @@ class RecordingTransport:
     @property
     def connected(self) -> bool:
         return self._inner.connected
+
+    @property
+    def reconnects(self) -> int:
+        return self._inner.reconnects
+
+    async def durable_state(self, durable: Durable) -> DurableState:
+        return await self._inner.durable_state(durable)
+
+    async def stream_size(self, stream: str) -> int:
+        return await self._inner.stream_size(stream)
 
     async def ensure_stream(self, stream: Stream) -> None:
         await self._inner.ensure_stream(stream)

@@ -20,6 +20,15 @@ class PublishAck:
     duplicate: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class DurableState:
+    """What the server says about a durable: its ack floor, unacked deliveries and messages not yet delivered."""
+
+    ack_floor: int
+    num_ack_pending: int
+    num_pending: int
+
+
 class TransientPublishFailure(Exception):
     """A publish attempt failed in a way that a retry with the same msg id may fix."""
 
@@ -81,6 +90,15 @@ class Transport(Protocol):
     @property
     def connected(self) -> bool:
         """Whether the broker can hear us now (False while reconnecting)."""
+
+    @property
+    def reconnects(self) -> int:
+        """How often the connection came back after a loss."""
+
+    async def durable_state(self, durable: Durable) -> DurableState: ...
+
+    async def stream_size(self, stream: str) -> int:
+        """How many messages ``stream`` holds."""
 
     async def ensure_stream(self, stream: Stream) -> None: ...
 

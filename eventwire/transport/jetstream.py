@@ -21,7 +21,7 @@ from .._connection import ConnectionState, connect
 from .._errors import EventwireError, PermissionDenied, PublishError, StreamConfigError, WrongLastSequence
 from .._nats_client import EventwireClient
 from .._streams import Durable, Stream
-from ._protocol import InboundMessage, PublishAck, TransientPublishFailure
+from ._protocol import DurableState, InboundMessage, PublishAck, TransientPublishFailure
 from ._pull import JetStreamPull
 
 logger = logging.getLogger("eventwire.transport")
@@ -105,6 +105,17 @@ class JetStreamTransport:
     @property
     def connected(self) -> bool:
         return bool(self._nc.is_connected)
+
+    @property
+    def reconnects(self) -> int:
+        return int(self._nc.stats["reconnects"])
+
+    async def durable_state(self, durable: Durable) -> DurableState:
+        info = await self._js.consumer_info(durable.stream, durable.name)
+        return DurableState(info.ack_floor.stream_seq or 0, info.num_ack_pending or 0, info.num_pending or 0)
+
+    async def stream_size(self, stream: str) -> int:
+        return int((await self._js.stream_info(stream)).state.messages)
 
     @property
     def nc(self) -> EventwireClient:

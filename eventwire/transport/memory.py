@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from .._errors import EventwireError, PublishError, StreamConfigError, WrongLastSequence
 from .._streams import Durable, Stream, subject_matches, subjects_overlap
-from ._protocol import InboundMessage, PublishAck, TransientPublishFailure
+from ._protocol import DurableState, InboundMessage, PublishAck, TransientPublishFailure
 
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
 
@@ -400,13 +400,6 @@ class MemoryBroker:
         )
 
 
-@dataclass(frozen=True, slots=True)
-class DurableState:
-    ack_floor: int
-    num_ack_pending: int
-    num_pending: int
-
-
 class MemoryTransport:
     """One connection to a :class:`MemoryBroker`; implements the Transport protocol."""
 
@@ -421,6 +414,16 @@ class MemoryTransport:
     @property
     def connected(self) -> bool:
         return True
+
+    @property
+    def reconnects(self) -> int:
+        return 0
+
+    async def durable_state(self, durable: Durable) -> DurableState:
+        return self.broker.info(durable.stream, durable.name)
+
+    async def stream_size(self, stream: str) -> int:
+        return self.broker.stream_messages(stream)
 
     async def ensure_stream(self, stream: Stream) -> None:
         self.broker.ensure_stream(stream)

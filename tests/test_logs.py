@@ -1,0 +1,44 @@
+"""Structured logs: ``--log-format json`` writes one object per line, and every line about a message has its fields."""
+
+from __future__ import annotations
+
+import json
+import logging
+import subprocess
+import sys
+from pathlib import Path
+
+from eventwire.observability import JsonFormatter
+
+ROOT = Path(__file__).parent.parent
+MESSAGE_FIELDS = {"service", "handler", "subject", "stream_sequence", "delivery_count", "ce_type", "ce_id", "outcome"}
+
+
+def test_every_line_of_the_demo_is_a_json_object_and_message_lines_carry_their_fields() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "eventwire", "demo", "--orders", "60", "--log-level", "INFO", "--log-format", "json"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    lines = [json.loads(line) for line in result.stderr.splitlines()]
+    about_messages = [line for line in lines if line["logger"] == "eventwire.consumer"]
+    print(json.dumps(about_messages[0], indent=2))
+    assert len(lines) > 5 and all({"time", "level", "logger", "message"} <= line.keys() for line in lines)
+    assert about_messages  # the demo's warehouse fails now and then: those naks are logged
+    for line in about_messages:
+        assert line.keys() >= MESSAGE_FIELDS, line
+        assert line["service"] == "inventory" and line["handler"] == "reserve_stock" and line["outcome"] == "nak"
+        assert line["ce_type"] == "shop.orders.v1.OrderCreated" and line["subject"] == "orders.created"
+
+
+def test_a_traceback_stays_inside_its_json_line() -> None:
+    record = logging.LogRecord("eventwire.consumer", logging.ERROR, __file__, 1, "term: %s", ("boom",), None)
+    failure = KeyError("sku-42")
+    record.exc_info = (KeyError, failure, None)
+    line = JsonFormatter().format(record)
+    parsed = json.loads(line)
+    assert "\n" not in line
+    assert parsed["message"] == "term: boom" and "KeyError: 'sku-42'" in parsed["exception"]
