@@ -22,11 +22,13 @@ from ._publication import Publication
 from ._publisher import Publisher
 from ._retry import RetryPolicy
 from ._streams import Durable, Stream, check_name, check_subject, subject_matches
+from ._tracing import tracing_on
 from .contracts import PROTOBUF, EventRegistry
 from .middleware import settlement_chain
 from .observability import HealthServer, ServiceMetrics
 from .observability._metrics import metrics_observer
 from .observability._poll import poll_metrics
+from .observability._tracing import tracing_observer
 from .server import EmbeddedServer
 from .transport import JetStreamTransport, Transport
 
@@ -340,7 +342,8 @@ class App:
                 await self._transport.ensure_durable(spec.durable)
             polled = []
             for spec in self._handlers:
-                observers = []
+                # Traced when an OpenTelemetry SDK is configured by now; otherwise not even a wrapper is added.
+                observers = [tracing_observer(spec, self.name)] if tracing_on() else []
                 if metrics is not None:
                     handler_metrics = metrics.handler(spec)
                     observers.append(metrics_observer(handler_metrics))

@@ -17,6 +17,7 @@ from ._envelope import binary_headers, now_rfc3339
 from ._errors import ConfigError, PayloadTooLarge, PermissionDenied, PublishError, PublishTimeout
 from ._ids import uuid7
 from ._streams import check_subject
+from ._tracing import end_span, start_producer_span, tracing_on
 from .contracts import PROTOBUF, EventRegistry, codec_for, schema_ref
 from .transport import PublishAck, TransientPublishFailure, Transport
 
@@ -273,16 +274,21 @@ class Publisher:
             tracestate=tracestate,
             expected=expected,
         )
+        span = start_producer_span(prepared.subject, prepared.headers) if tracing_on() else None
         self._begin()
         started = time.perf_counter()
         try:
             ack = await self._send(prepared, deadline if deadline is not None else self._deadline)
-        except (PublishError, PermissionDenied):
+        except (PublishError, PermissionDenied) as exc:
             if self._stats is not None:
                 self._stats.publish_done(prepared.headers["ce-type"], "failed")
+            if span is not None:
+                end_span(span, exc)
             raise
         finally:
             self._end()
+        if span is not None:
+            end_span(span)
         if self._stats is not None:
             outcome = "duplicate" if ack.duplicate else "stored"
             self._stats.publish_done(prepared.headers["ce-type"], outcome, time.perf_counter() - started)
@@ -332,6 +338,11 @@ class Publisher:
                 prepared.append(None)
                 results.append(exc)
         todo = [i for i, p in enumerate(prepared) if p is not None]
+        spans = (
+            [start_producer_span(p.subject, p.headers) if p is not None else None for p in prepared]
+            if tracing_on()
+            else []
+        )
         self._begin()
         try:
             attempt = 0
@@ -350,6 +361,9 @@ class Publisher:
         finally:
             self._end()
         outcomes = [r if r is not None else PublishTimeout("not sent") for r in results]
+        for span, result in zip(spans, outcomes, strict=False):
+            if span is not None:
+                end_span(span, None if isinstance(result, PublishAck) else result)
         if self._stats is not None:
             for encoded, result in zip(prepared, outcomes, strict=True):
                 ce_type = encoded.headers["ce-type"] if encoded is not None else "other"
