@@ -59,6 +59,11 @@ async def run(args: argparse.Namespace, url: str, console: Console) -> dict[str,
         "consume.raw_fetch": Series("raw pull fetch(100) + ack", "msg/s"),
         "consume.raw_push": Series("raw push + ack", "msg/s"),
         "consume.eventwire_app": Series("eventwire App handler", "msg/s"),
+        "consume.eventwire_app_metrics": Series("eventwire App, metrics on", "msg/s"),
+        "consume.eventwire_app_tracing_noop": Series("eventwire App, tracing on a no-op provider", "msg/s"),
+        "consume.eventwire_app_tracing_sdk": Series("eventwire App, tracing: SDK, batch, discarding", "msg/s"),
+        "consume.eventwire_app_observed": Series("eventwire App, metrics and SDK tracing", "msg/s"),
+        "consume.eventwire_app_observed_sampled": Series("eventwire App, metrics and SDK tracing 1 in 10", "msg/s"),
         "consume.eventwire_app_confirmed": Series("eventwire App, confirmed acks", "msg/s"),
         "consume.eventwire_app_confirmed_16": Series("eventwire App, confirmed acks, concurrency 16", "msg/s"),
     }
@@ -90,6 +95,14 @@ async def run(args: argparse.Namespace, url: str, console: Console) -> dict[str,
         consumers: list[tuple[str, Callable[[str, int, str], Awaitable[float]]]] = [
             ("consume.raw_fetch", consume.raw_fetch),
             ("consume.eventwire_app", consume.eventwire_app),
+            ("consume.eventwire_app_metrics", functools.partial(consume.eventwire_app, metrics=True)),
+            ("consume.eventwire_app_tracing_noop", functools.partial(consume.eventwire_app_observed, mode="noop")),
+            ("consume.eventwire_app_tracing_sdk", functools.partial(consume.eventwire_app_observed, mode="sdk")),
+            ("consume.eventwire_app_observed", functools.partial(consume.eventwire_app_observed, mode="sdk+metrics")),
+            (
+                "consume.eventwire_app_observed_sampled",
+                functools.partial(consume.eventwire_app_observed, mode="sdk10+metrics"),
+            ),
             ("consume.eventwire_app_confirmed", functools.partial(consume.eventwire_app, confirm_acks=True)),
             (
                 "consume.eventwire_app_confirmed_16",
@@ -164,6 +177,11 @@ def report(
             "value": ratio(series, "consume.eventwire_app", "consume.raw_push"),
             "target": 0.5,
         },
+        {
+            "what": "App with metrics and SDK tracing / plain App",
+            "value": ratio(series, "consume.eventwire_app_observed", "consume.eventwire_app"),
+            "target": 0.9,
+        },
     ]
     # Not targets: how much of the gap is eventwire's client work rather than the server storing headers.
     informational = [
@@ -175,6 +193,15 @@ def report(
             "what": "single publish / raw js.publish with the same headers",
             "value": ratio(series, "publish.eventwire_single", "publish.raw_single_headers"),
         },
+        *(
+            {"what": f"{series[key].name} / plain App", "value": ratio(series, key, "consume.eventwire_app")}
+            for key in (
+                "consume.eventwire_app_metrics",
+                "consume.eventwire_app_tracing_noop",
+                "consume.eventwire_app_tracing_sdk",
+                "consume.eventwire_app_observed_sampled",
+            )
+        ),
     ]
     if "consume.faststream_pull" in series:
         targets.append(

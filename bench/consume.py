@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import io
 import logging
+import sys
 
 import nats
 from nats.aio.msg import Msg
@@ -60,11 +61,11 @@ async def raw_push(url: str, count: int, durable: str) -> float:
 
 
 async def eventwire_app(
-    url: str, count: int, durable: str, *, confirm_acks: bool = False, concurrency: int = 1
+    url: str, count: int, durable: str, *, confirm_acks: bool = False, concurrency: int = 1, metrics: bool = False
 ) -> float:
     done = asyncio.Event()
     received = 0
-    app = App("bench", url=url)
+    app = App("bench", url=url, metrics=metrics)
 
     @app.handler(
         OrderCreated,
@@ -88,6 +89,17 @@ async def eventwire_app(
         return count / await timed(run)
     finally:
         await app.stop()
+
+
+async def eventwire_app_observed(url: str, count: int, durable: str, *, mode: str) -> float:
+    """The App in a child process with tracing set up as ``mode`` says (bench/observed.py)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench.observed", url, str(count), durable, mode, stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await asyncio.wait_for(process.communicate(), TIMEOUT)
+    if process.returncode != 0:
+        raise RuntimeError(f"bench.observed {mode} exited with {process.returncode}")
+    return float(out.decode().split()[-1])
 
 
 def faststream_available() -> bool:

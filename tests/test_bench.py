@@ -33,6 +33,9 @@ def test_bench_quick_run_writes_results(tmp_path: Path) -> None:
         "consume.raw_fetch",
         "consume.raw_push",
         "consume.eventwire_app",
+        "consume.eventwire_app_metrics",
+        "consume.eventwire_app_observed",
+        "consume.eventwire_app_observed_sampled",
         "consume.faststream_pull",
     }
     assert all(entry["median"] > 0 for entry in data["throughput"].values())

@@ -2,57 +2,54 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
-from opentelemetry import context, propagate, trace
-from opentelemetry.trace import SpanKind, Status, StatusCode
+from opentelemetry import context, trace
+from opentelemetry.trace import NonRecordingSpan, SpanKind, Status, StatusCode
 
 from .._delivery import HandlerSpec
-from .._envelope import decode_value
-from .._errors import EnvelopeError
 from .._outcome import Outcome
-from .._tracing import TRACER, end_span, event_attributes
+from .._tracing import TRACER, end_span, remote_parent
 from ..middleware import Step
 from ..transport import InboundMessage
 
 _FAILED = ("nak", "term", "dead_letter")
 
 
-def _parent_of(headers: Mapping[str, str]) -> context.Context:
-    carrier = {}
-    for name in ("traceparent", "tracestate"):
-        value = headers.get(name)
-        if value is not None:
-            try:
-                carrier[name] = decode_value(value, name)
-            except EnvelopeError:
-                continue  # a malformed trace context starts a new trace
-    return propagate.extract(carrier)
-
-
 def tracing_observer(spec: HandlerSpec, service: str) -> Callable[[Step], Step]:
-    """The outermost step: a CONSUMER span around each delivery; nak, term and dead letters set its status."""
+    """The outermost step: a CONSUMER span around each delivery, a child of the span that published it.
+
+    nak, term and dead letters set its status. An event whose trace context says it is not sampled gets
+    no span (the decision was made where the trace began, as the default parent-based sampler honours
+    it); its context still reaches what the handler publishes.
+    """
     durable = spec.durable.name
 
     def wrap(inner: Step) -> Step:
         async def traced(message: InboundMessage) -> Outcome:
             headers = message.headers or {}
+            parent = remote_parent(headers)
+            if parent is not None and not parent.trace_flags.sampled:
+                token = context.attach(trace.set_span_in_context(NonRecordingSpan(parent)))
+                try:
+                    return await inner(message)
+                finally:
+                    context.detach(token)
+            attributes = {
+                "messaging.system": "nats",
+                "messaging.destination.name": message.subject,
+                "messaging.operation.type": "process",
+                "messaging.consumer.group.name": durable,
+            }
+            if "ce-id" in headers:
+                attributes["messaging.message.id"] = headers["ce-id"]
+            if "ce-type" in headers:
+                attributes["cloudevents.event_type"] = headers["ce-type"]
             span = TRACER.start_span(
                 f"process {message.subject}",
-                context=_parent_of(headers),
+                context=trace.set_span_in_context(NonRecordingSpan(parent)) if parent is not None else None,
                 kind=SpanKind.CONSUMER,
-                attributes={
-                    "messaging.system": "nats",
-                    "messaging.destination.name": message.subject,
-                    "messaging.operation.type": "process",
-                    "messaging.operation.name": "process",
-                    "messaging.consumer.group.name": durable,
-                    "messaging.message.delivery_count": message.delivery_count,
-                    "eventwire.service": service,
-                    "eventwire.handler": spec.name,
-                    "eventwire.stream_sequence": message.stream_sequence,
-                    **event_attributes(headers),
-                },
+                attributes=attributes,
             )
             token = context.attach(trace.set_span_in_context(span))
             try:
