@@ -343,7 +343,7 @@ class App:
             polled = []
             for spec in self._handlers:
                 # Traced when an OpenTelemetry SDK is configured by now; otherwise not even a wrapper is added.
-                observers = [tracing_observer(spec, self.name)] if tracing_on() else []
+                observers = [tracing_observer(spec)] if tracing_on() else []
                 if metrics is not None:
                     handler_metrics = metrics.handler(spec)
                     observers.append(metrics_observer(handler_metrics))

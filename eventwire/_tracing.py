@@ -89,3 +89,13 @@ def end_span(span: Span, error: BaseException | None = None) -> None:
     if error is not None:
         span.set_status(Status(StatusCode.ERROR, f"{type(error).__name__}: {error}"[:200]))
     span.end()
+
+
+def current_trace_context() -> tuple[str | None, str | None]:
+    """The current span's ``traceparent`` and ``tracestate``, for an event sent later (an outbox row):
+    its handling continues the trace of the code that wrote it."""
+    if not tracing_on() or not trace.get_current_span().get_span_context().is_valid:
+        return None, None
+    carrier: dict[str, str] = {}
+    propagate.inject(carrier)
+    return carrier.get("traceparent"), carrier.get("tracestate")

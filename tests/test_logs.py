@@ -7,6 +7,7 @@ import logging
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 from eventwire.observability import JsonFormatter
 
@@ -42,3 +43,22 @@ def test_a_traceback_stays_inside_its_json_line() -> None:
     parsed = json.loads(line)
     assert "\n" not in line
     assert parsed["message"] == "term: boom" and "KeyError: 'sku-42'" in parsed["exception"]
+
+
+def test_every_command_takes_the_logging_options() -> None:
+    import typer.main
+
+    from eventwire.cli import cli
+
+    def leaves(command: Any, path: str) -> list[tuple[str, Any]]:
+        if hasattr(command, "commands"):  # a group
+            return [leaf for name, sub in command.commands.items() for leaf in leaves(sub, f"{path} {name}")]
+        return [(path, command)]
+
+    commands = leaves(typer.main.get_command(cli), "eventwire")
+    lacking = [
+        path
+        for path, command in commands
+        if not {"--log-level", "--log-format"} <= {opt for param in command.params for opt in param.opts}
+    ]
+    assert len(commands) >= 15 and lacking == []

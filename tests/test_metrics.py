@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import re
+from pathlib import Path
 
 import httpx
 import pytest
@@ -10,12 +13,15 @@ from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from eventwire import App, ConnectOptions, Delivery, Outgoing, Reject, RetryPolicy, Stream
+from eventwire.observability import HealthServer
 from eventwire.server import EmbeddedServer
 from eventwire.testing import MemoryBroker, MemoryTransport, running
 from eventwire.transport import JetStreamTransport, Transport
 
 from .conftest import eventually, unique
 from .events import OrderCreated
+
+DOCS = Path(__file__).parent.parent / "docs"
 
 Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
 
@@ -140,17 +146,37 @@ async def test_readyz_follows_start_up_and_the_connection(fresh_server: Embedded
     assert down == {"ready": False, "problems": ["not connected to NATS"]}
 
 
-async def test_the_demos_three_apps_share_one_registry(jetstream_server: EmbeddedServer) -> None:
+def exported_names(text: str) -> tuple[set[str], set[str]]:
+    """The eventwire metric families in a scrape, and every sample name Prometheus stores for them."""
+    families: set[str] = set()
+    samples: set[str] = set()
+    suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
+    for family in text_string_to_metric_families(text):
+        if family.name.startswith("eventwire_"):
+            families.add(family.name)
+            samples.update(family.name + suffix for suffix in suffixes[family.type])
+    return families, samples
+
+
+def named_metrics(text: str) -> set[str]:
+    return set(re.findall(r"\beventwire_[a-z_]+", text))
+
+
+async def test_the_demos_apps_share_one_endpoint_and_the_dashboard_names_what_it_exports(
+    jetstream_server: EmbeddedServer,
+) -> None:
     from eventwire.demo import inventory_service, notifications_service, orders_service
     from eventwire.demo._services import DemoState
     from eventwire.demo.contracts.shop.orders.v1.orders_pb2 import LineItem
 
     state = DemoState(run_id="metrics", orders=30)
     apps = [orders_service(), inventory_service(state=state), notifications_service(state=state)]
-    for app in apps:
-        app.enable_metrics()
-        await app.start(connect=ConnectOptions.from_url(jetstream_server.url))
+    endpoint = HealthServer([app.readiness for app in apps], port=0, host="127.0.0.1")
+    await endpoint.start()
     try:
+        for app in apps:
+            app.enable_metrics()
+            await app.start(connect=ConnectOptions.from_url(jetstream_server.url))
         orders = [
             Outgoing(
                 OrderCreated(order_id=f"metrics-{n:06d}", items=[LineItem(sku="sku-pear", quantity=1)]),
@@ -160,12 +186,30 @@ async def test_the_demos_three_apps_share_one_registry(jetstream_server: Embedde
         ]
         await apps[0].publisher.publish_many(orders)
         await asyncio.wait_for(state.all_notified.wait(), 60)
-        text = generate_latest(REGISTRY).decode()
+        async with httpx.AsyncClient() as client:
+            text = (await client.get(f"http://127.0.0.1:{endpoint.port}/metrics")).text
     finally:
         for app in reversed(apps):
             await app.stop()
+        await endpoint.stop()
     published = scrape(text, "orders")
     assert value(published, "eventwire_published_total", type="shop.orders.v1.OrderCreated", outcome="stored") >= 30
     inventory, notifications = scrape(text, "inventory"), scrape(text, "notifications")
     assert any(name == "eventwire_deliveries_total" for name, _ in inventory)
     assert any(name == "eventwire_deliveries_total" for name, _ in notifications)
+
+    families, samples = exported_names(text)
+    dashboard = json.loads((DOCS / "grafana-dashboard.json").read_text())
+    queries = [
+        target["expr"] for panel in dashboard["panels"] for target in panel.get("targets", []) if "expr" in target
+    ]
+    in_dashboard = named_metrics(json.dumps(dashboard))
+    assert len(queries) >= 20 and in_dashboard
+    assert in_dashboard <= samples, f"not exported: {sorted(in_dashboard - samples)}"
+    assert {name for name in families if not any(n.startswith(name) for n in in_dashboard)} == set()
+    page = (DOCS / "observability.md").read_text()
+    in_page = named_metrics(page)
+    histograms = {name for name in families if name + "_bucket" in samples}
+    assert in_page <= samples | histograms, f"not exported: {sorted(in_page - samples - histograms)}"
+    table = {row.split("`")[1] for row in page.splitlines() if row.startswith("| `eventwire_")}
+    assert table == {name + "_total" if name + "_total" in samples else name for name in families}

@@ -6,17 +6,20 @@ import asyncio
 import itertools
 from collections import defaultdict
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.trace import SpanKind, StatusCode
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from eventwire import App, ConnectOptions, Delivery, Outgoing, Reject, Stream
 from eventwire.demo import inventory_service, notifications_service, orders_service
 from eventwire.demo._services import DemoState
 from eventwire.demo.contracts.shop.orders.v1.orders_pb2 import LineItem, OrderCreated
+from eventwire.outbox import Outbox, OutboxRelay, create_tables
 from eventwire.server import EmbeddedServer
 from eventwire.testing import MemoryBroker, MemoryTransport, running
 from eventwire.transport import JetStreamTransport, Transport
@@ -205,3 +208,34 @@ async def test_a_trace_not_sampled_where_it_began_records_nothing_and_still_prop
     assert follow_up.envelope is not None and follow_up.envelope.traceparent is not None
     assert follow_up.envelope.traceparent.split("-")[1] == "0af7651916cd43dd8448eb211c80319c"
     assert follow_up.envelope.traceparent.endswith("-00")
+
+
+async def test_an_event_written_to_the_outbox_in_a_handler_continues_its_trace(
+    spans: list[ReadableSpan], tmp_path: Path
+) -> None:
+    name = unique("TR")
+    stream = Stream(name, (f"{name}.>",))
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'service.db'}")
+    await create_tables(engine)
+    outbox = Outbox(source="/services/orders")
+    app = App("outboxed")
+
+    @app.handler(OrderCreated, stream=stream)
+    async def handle(order: OrderCreated, delivery: Delivery) -> None:
+        if order.order_id == "o-1":
+            async with AsyncSession(engine) as session, session.begin():
+                await outbox.add(session, OrderCreated(order_id="o-2"), subject=f"{name}.next")
+
+    transport = MemoryTransport(MemoryBroker())
+    try:
+        async with running(app, transport) as probe:
+            await app.publisher.publish(OrderCreated(order_id="o-1"), subject=f"{name}.created")
+            await probe.wait_until(lambda: len(probe.settlements) == 1)
+            assert await OutboxRelay(engine).relay_once(transport) == 1
+            await probe.wait_until(lambda: len(probe.settlements) == 2)
+    finally:
+        await engine.dispose()
+    by_name = {s.name: s for s in spans}
+    first, relayed = by_name[f"process {name}.created"], by_name[f"process {name}.next"]
+    assert relayed.context.trace_id == first.context.trace_id == by_name[f"send {name}.created"].context.trace_id
+    assert relayed.parent is not None and relayed.parent.span_id == first.context.span_id

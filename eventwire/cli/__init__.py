@@ -16,7 +16,7 @@ from .._app import URL_ENV, App
 from .._connect_options import redact_url
 from .._errors import EventwireError
 from ._catalog import asyncapi, authz, topology
-from ._connect import ConnectionFlags, fail, with_connection
+from ._connect import ConnectionFlags, fail, with_connection, with_logging
 from ._dlq import app as dlq_cli
 from ._schema import app as schema_cli
 from ._targets import load_app
@@ -34,6 +34,7 @@ cli.add_typer(schema_cli, name="schema")
 
 
 @cli.command()
+@with_logging()
 def server(
     port: Annotated[int, typer.Option(help="Client port; 0 picks a free one.")] = 4222,
     store_dir: Annotated[Path | None, typer.Option(help="JetStream store; default: a temporary directory.")] = None,
@@ -133,9 +134,8 @@ def relay(
     asyncio.run(main())
 
 
-cli.command()(asyncapi)
-cli.command()(topology)
-cli.command()(authz)
+for catalog_command in (asyncapi, topology, authz):
+    cli.command()(with_logging()(catalog_command))
 
 
 def main() -> None:

@@ -82,13 +82,22 @@ def fail(message: str, code: int = 1) -> NoReturn:
 def with_connection(*, log_level: str = "WARNING") -> Callable[[F], F]:
     """Give a command the connection options (as ``connection: ConnectionFlags``) and the logging options.
 
-    ``--log-level`` (default ``log_level``) and ``--log-format text|json`` configure logging before the
-    command runs. Failures that a user or operator causes (bad settings, an unreachable or refusing
-    server, a missing permission) print one line without secrets and exit 1.
+    Failures that a user or operator causes (bad settings, an unreachable or refusing server, a missing
+    permission) print one line without secrets and exit 1.
     """
 
     def decorate(func: F) -> F:
-        return _with_connection(func, log_level)
+        return _with_logging(_with_connection(func), log_level)
+
+    return decorate
+
+
+def with_logging(*, log_level: str = "WARNING") -> Callable[[F], F]:
+    """Give a command ``--log-level`` (default ``log_level``) and ``--log-format text|json``, applied
+    before it runs."""
+
+    def decorate(func: F) -> F:
+        return _with_logging(func, log_level)
 
     return decorate
 
@@ -97,24 +106,44 @@ def _option(name: str, default: object, annotation: object) -> inspect.Parameter
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
 
 
-def _with_connection(func: F, default_level: str) -> F:
+def _with_options(func: F, name: str | None, added: list[inspect.Parameter], call: Callable[..., Any]) -> F:
+    """``func`` with its parameter ``name`` (if any) replaced by the keyword options ``added``;
+    ``call(kwargs)`` runs it."""
     original = inspect.signature(func, eval_str=True)
-    kept = [p for p in original.parameters.values() if p.name != "connection"]
-    added = []
-    for name, (flag, text) in _FLAGS.items():
-        option = typer.Option(flag, help=f"{text} Or ${ENVIRONMENT[name]}.", rich_help_panel=PANEL, show_default=False)
-        added.append(_option(name, None, Annotated[str | None, option]))
+    kept = [p for p in original.parameters.values() if p.name != name]
+
+    @functools.wraps(func)
+    def command(**kwargs: Any) -> Any:
+        return call(kwargs)
+
+    command.__signature__ = original.replace(parameters=[*kept, *added])  # type: ignore[attr-defined]
+    command.__annotations__ = {p.name: p.annotation for p in (*kept, *added)}
+    return command  # type: ignore[return-value]
+
+
+def _with_logging(func: F, default_level: str) -> F:
     level = typer.Option("--log-level", help="DEBUG, INFO, WARNING or ERROR.", rich_help_panel="Logging")
     shape = typer.Option("--log-format", help="text, or json: one object per line.", rich_help_panel="Logging")
-    added += [
+    added = [
         _option("log_level", default_level, Annotated[str, level]),
         _option("log_format", LogFormat.text, Annotated[LogFormat, shape]),
     ]
 
-    @functools.wraps(func)
-    def command(**kwargs: Any) -> Any:
-        flags = ConnectionFlags(**{name: kwargs.pop(name) for name in _FLAGS})
+    def call(kwargs: dict[str, Any]) -> Any:
         configure_logging(kwargs.pop("log_level"), kwargs.pop("log_format").value)
+        return func(**kwargs)
+
+    return _with_options(func, None, added, call)
+
+
+def _with_connection(func: F) -> F:
+    added = []
+    for name, (flag, text) in _FLAGS.items():
+        option = typer.Option(flag, help=f"{text} Or ${ENVIRONMENT[name]}.", rich_help_panel=PANEL, show_default=False)
+        added.append(_option(name, None, Annotated[str | None, option]))
+
+    def call(kwargs: dict[str, Any]) -> Any:
+        flags = ConnectionFlags(**{name: kwargs.pop(name) for name in _FLAGS})
         try:
             return func(connection=flags, **kwargs)
         except EventwireError as exc:
@@ -122,9 +151,7 @@ def _with_connection(func: F, default_level: str) -> F:
         except (nats.errors.Error, TimeoutError, OSError) as exc:
             fail(_scrubbed(flags, f"{type(exc).__name__}: {exc}".rstrip(": ")))
 
-    command.__signature__ = original.replace(parameters=[*kept, *added])  # type: ignore[attr-defined]
-    command.__annotations__ = {p.name: p.annotation for p in (*kept, *added)}
-    return command  # type: ignore[return-value]
+    return _with_options(func, "connection", added, call)
 
 
 def _scrubbed(flags: ConnectionFlags, text: str) -> str:

@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from .._errors import ContractError
+from ._connect import with_logging
 
 app = typer.Typer(
     help="Event contracts: build Python modules, lint them, check changes for breakage.", no_args_is_help=True
@@ -19,6 +20,7 @@ Source = Annotated[Path, typer.Argument(exists=True, file_okay=False, help="Fold
 
 
 @app.command()
+@with_logging()
 def build(
     source: Source,
     out: Annotated[Path, typer.Option("--out", help="Where the _pb2.py modules and .pyi stubs go.")],
@@ -35,6 +37,7 @@ def build(
 
 
 @app.command()
+@with_logging()
 def lint(source: Source) -> None:
     """Check the contract rules: versioned packages, event names, field names, time fields."""
     from ..contracts._lint import lint as run_lint
@@ -53,6 +56,7 @@ def lint(source: Source) -> None:
 
 
 @app.command()
+@with_logging()
 def lock(
     source: Source,
     out: Annotated[Path, typer.Option("--out", help="The lock file to write.")] = Path("contracts.lock"),
@@ -70,6 +74,7 @@ def lock(
 
 
 @app.command()
+@with_logging()
 def check(
     source: Source,
     against: Annotated[

@@ -16,7 +16,7 @@ from ..transport import InboundMessage
 _FAILED = ("nak", "term", "dead_letter")
 
 
-def tracing_observer(spec: HandlerSpec, service: str) -> Callable[[Step], Step]:
+def tracing_observer(spec: HandlerSpec) -> Callable[[Step], Step]:
     """The outermost step: a CONSUMER span around each delivery, a child of the span that published it.
 
     nak, term and dead letters set its status. An event whose trace context says it is not sampled gets

@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from .._errors import ConfigError, PermissionDenied, PublishError
 from .._ids import uuid7
 from .._publisher import EventEncoder, send_with_retries
+from .._tracing import current_trace_context
 from ..contracts import PROTOBUF, EventRegistry
 from ..transport import Transport
 from ._tables import metadata, outbox_keys_table, outbox_table
@@ -57,6 +58,7 @@ class Outbox:
     ) -> str:
         """Store ``event`` in the session's transaction; return its msg id (the outbox row id)."""
         event_id = uuid7()
+        traceparent, tracestate = current_trace_context()
         encoded = self._encoder.encode(
             event,
             subject,
@@ -65,6 +67,8 @@ class Outbox:
             event_id=event_id,
             correlation_id=correlation_id,
             causation_id=causation_id,
+            traceparent=traceparent,
+            tracestate=tracestate,
         )
         row_id = encoded.headers["Nats-Msg-Id"]
         dialect = session.bind.dialect.name if session.bind is not None else ""
