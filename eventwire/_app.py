@@ -39,14 +39,15 @@ F = TypeVar("F", bound=HandlerFunc)
 
 
 class BackgroundRelay(Protocol):
-    """Work an App runs beside its handlers, such as ``eventwire.outbox.OutboxRelay``."""
+    """Work an App runs beside its handlers, such as ``eventwire.outbox.OutboxRelay``.
+
+    One that also has ``async def backlog() -> tuple[int, float | None]`` (rows waiting, and the age in
+    seconds of the oldest) is polled for the outbox metrics.
+    """
 
     def start(self, transport: Transport) -> None: ...
 
     async def stop(self) -> None: ...
-
-    async def backlog(self) -> tuple[int, float | None]:
-        """Rows waiting, and the age in seconds of the oldest (None when there is none), for the metrics."""
 
 
 class App:
@@ -297,7 +298,7 @@ class App:
             raise RuntimeError(f"App {self.name!r} is running: enable metrics before it starts")
         self._metrics_on = True
         if port is not None:
-            self._health = HealthServer([self.readiness], port=port, host=host)
+            self._health = HealthServer([self.readiness], [self.liveness], port=port, host=host)
 
     def add_listener(self, listener: SettlementListener) -> None:
         """Call ``listener`` with a :class:`Settlement` each time a handler's delivery is settled.
@@ -369,7 +370,7 @@ class App:
                         metrics,
                         self._transport,
                         polled,
-                        backlogs=[relay.backlog for relay in self._relays],
+                        backlogs=[b for b in (getattr(r, "backlog", None) for r in self._relays) if b is not None],
                         interval=self._metrics_interval,
                     ),
                     name=f"eventwire-{self.name}-metrics",
@@ -404,9 +405,13 @@ class App:
         """Why this App is not ready to serve (``/readyz``): still starting, or one of :meth:`problems`."""
         return self.problems() if self._started else [f"{self.name} is not started"]
 
+    def liveness(self) -> list[str]:
+        """Why this App needs a restart (``/healthz``): handlers stopped for good; empty when it does not."""
+        return [f"handler {c.spec.name}: {c.failure}" for c in self._consumers if c.failure is not None]
+
     def problems(self) -> list[str]:
         """Why this App is not healthy: handlers stopped for good, a lost connection; empty when healthy."""
-        found = [f"handler {c.spec.name}: {c.failure}" for c in self._consumers if c.failure is not None]
+        found = self.liveness()
         if self._started and self._transport is not None and not self._transport.connected:
             found.append("not connected to NATS")
         return found

@@ -280,6 +280,7 @@ class Consumer:
                 outcome,
                 settle_error,
                 describe(message, ce_type, ce_id),
+                extra={"eventwire": self._fields(message, ce_type, ce_id, outcome)},
             )
             return
         if self._listeners:

@@ -29,6 +29,13 @@ class Outcome:
     detail: str | None = None
     dead_lettered: str | None = None
 
+    @property
+    def label(self) -> str:
+        """How metrics and traces name it: ``ack``, ``skipped``, ``nak``, ``term`` or ``dead_letter``."""
+        if self.dead_lettered is not None:
+            return "dead_letter"
+        return "skipped" if self.kind == "skip" else self.kind
+
     @staticmethod
     def ack() -> Outcome:
         return ACK

@@ -262,25 +262,30 @@ class Publisher:
             expected["Nats-Expected-Last-Sequence"] = str(expected_last_sequence)
         if expected_last_subject_sequence is not None:
             expected["Nats-Expected-Last-Subject-Sequence"] = str(expected_last_subject_sequence)
-        prepared = self._prepare(
-            event,
-            subject,
-            key=key,
-            msg_id=msg_id,
-            event_id=event_id,
-            correlation_id=correlation_id,
-            causation_id=causation_id,
-            traceparent=traceparent,
-            tracestate=tracestate,
-            expected=expected,
-        )
+        try:
+            prepared = self._prepare(
+                event,
+                subject,
+                key=key,
+                msg_id=msg_id,
+                event_id=event_id,
+                correlation_id=correlation_id,
+                causation_id=causation_id,
+                traceparent=traceparent,
+                tracestate=tracestate,
+                expected=expected,
+            )
+        except PayloadTooLarge:
+            if self._stats is not None:
+                self._stats.publish_done(event.DESCRIPTOR.full_name, "failed")
+            raise
         span = start_producer_span(prepared.subject, prepared.headers) if tracing_on() else None
         self._begin()
         started = time.perf_counter()
         try:
             ack = await self._send(prepared, deadline if deadline is not None else self._deadline)
-        except (PublishError, PermissionDenied) as exc:
-            if self._stats is not None:
+        except BaseException as exc:  # a cancelled publish ends its span too, but may have been stored
+            if self._stats is not None and isinstance(exc, PublishError | PermissionDenied):
                 self._stats.publish_done(prepared.headers["ce-type"], "failed")
             if span is not None:
                 end_span(span, exc)
@@ -325,7 +330,9 @@ class Publisher:
         give_up_at = loop.time() + deadline
         results: list[PublishAck | PublishError | PermissionDenied | None] = []
         prepared: list[EncodedEvent | None] = []
+        types: list[str] = []
         for item in items:
+            types.append(item.event.DESCRIPTOR.full_name)
             expected = None
             if item.expected_last_subject_sequence is not None:
                 expected = {"Nats-Expected-Last-Subject-Sequence": str(item.expected_last_subject_sequence)}
@@ -351,13 +358,18 @@ class Publisher:
                 if not todo:
                     break
                 attempt += 1
-                self._retried(len(todo))
                 remaining = give_up_at - loop.time()
                 if remaining <= 0:
                     for i in todo:
                         results[i] = PublishTimeout(f"not acknowledged within {deadline:g}s after {attempt} attempts")
                     break
+                self._retried(len(todo))
                 await asyncio.sleep(min(remaining, self._retry_backoff.delay(attempt)))
+        except BaseException as exc:  # cancelled: what was sent may be stored, but nobody will know
+            for span in spans:
+                if span is not None:
+                    end_span(span, exc)
+            raise
         finally:
             self._end()
         outcomes = [r if r is not None else PublishTimeout("not sent") for r in results]
@@ -365,8 +377,7 @@ class Publisher:
             if span is not None:
                 end_span(span, None if isinstance(result, PublishAck) else result)
         if self._stats is not None:
-            for encoded, result in zip(prepared, outcomes, strict=True):
-                ce_type = encoded.headers["ce-type"] if encoded is not None else "other"
+            for ce_type, result in zip(types, outcomes, strict=True):
                 if isinstance(result, PublishAck):
                     self._stats.publish_done(ce_type, "duplicate" if result.duplicate else "stored")
                 else:
@@ -412,7 +423,8 @@ class Publisher:
             while inflight >= window:
                 room.clear()
                 try:
-                    await asyncio.wait_for(room.wait(), self._stall_timeout(give_up_at))
+                    async with asyncio.timeout(self._stall_timeout(give_up_at)):
+                        await room.wait()
                 except TimeoutError:
                     # No ack for a whole attempt timeout: the connection or the stream is stalled.
                     return give_up(todo[position:])
@@ -447,7 +459,8 @@ class Publisher:
     async def flush(self, timeout: float | None = None) -> bool:
         """Wait until no publish is in flight; False if ``timeout`` passed first."""
         try:
-            await asyncio.wait_for(self._idle.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._idle.wait()
         except TimeoutError:
             return False
         return True

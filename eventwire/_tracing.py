@@ -23,7 +23,7 @@ from opentelemetry.trace import (
     TraceState,
 )
 
-from ._envelope import decode_value, encode_value
+from ._envelope import decode_value
 from ._errors import EnvelopeError
 
 TRACER = trace.get_tracer("eventwire")
@@ -81,7 +81,7 @@ def start_producer_span(subject: str, headers: dict[str, str]) -> Span:
     propagate.inject(carrier, context=trace.set_span_in_context(span))
     for name in ("traceparent", "tracestate"):
         if name in carrier:
-            headers[name] = encode_value(carrier[name])
+            headers[name] = carrier[name]
     return span
 
 

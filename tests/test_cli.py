@@ -38,12 +38,12 @@ def test_demo_runs_on_an_embedded_server() -> None:
     assert re.search(r"redeliveries\s+│\s+12\b", result.stdout)  # every 25th order fails once on purpose
 
 
-async def test_demo_with_url_leaves_streams_and_durables(jetstream_server: EmbeddedServer) -> None:
+async def test_demo_with_url_leaves_streams_and_durables(fresh_server: EmbeddedServer) -> None:
     for _ in range(2):  # a second run on the same server works too
-        result = eventwire("demo", "--orders", "100", "--url", jetstream_server.url)
+        result = eventwire("demo", "--orders", "100", "--url", fresh_server.url)
         assert result.returncode == 0, result.stdout + result.stderr
-        assert f"eventwire demo on {jetstream_server.url}" in result.stdout
-    nc = await nats.connect(jetstream_server.url)
+        assert f"eventwire demo on {fresh_server.url}" in result.stdout
+    nc = await nats.connect(fresh_server.url)
     try:
         js = nc.jetstream()
         assert (await js.stream_info("ORDERS")).state.messages == 200

@@ -62,3 +62,16 @@ def test_every_command_takes_the_logging_options() -> None:
         if not {"--log-level", "--log-format"} <= {opt for param in command.params for opt in param.opts}
     ]
     assert len(commands) >= 15 and lacking == []
+
+
+def test_a_log_level_that_does_not_exist_is_one_line_and_exit_1() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "eventwire", "schema", "lint", "eventwire/demo/proto", "--log-level", "LOUD"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 1
+    assert result.stderr == "error: log level 'LOUD' is not one of DEBUG, INFO, WARNING, ERROR, CRITICAL\n"

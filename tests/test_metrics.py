@@ -11,9 +11,11 @@ import httpx
 import pytest
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 from eventwire import App, ConnectOptions, Delivery, Outgoing, Reject, RetryPolicy, Stream
 from eventwire.observability import HealthServer
+from eventwire.outbox import Outbox, OutboxRelay, create_tables
 from eventwire.server import EmbeddedServer
 from eventwire.testing import MemoryBroker, MemoryTransport, running
 from eventwire.transport import JetStreamTransport, Transport
@@ -213,3 +215,42 @@ async def test_the_demos_apps_share_one_endpoint_and_the_dashboard_names_what_it
     assert in_page <= samples | histograms, f"not exported: {sorted(in_page - samples - histograms)}"
     table = {row.split("`")[1] for row in page.splitlines() if row.startswith("| `eventwire_")}
     assert table == {name + "_total" if name + "_total" in samples else name for name in families}
+
+
+async def test_the_outbox_backlog_is_reported_while_nats_is_away(fresh_server: EmbeddedServer, tmp_path: Path) -> None:
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'service.db'}")
+    await create_tables(engine)
+    stream = named_stream()
+    service = stream.name.lower()
+    received: list[str] = []
+    app = App(service, metrics=True, metrics_interval=0.2, relays=[OutboxRelay(engine, publish_deadline=1.0)])
+
+    @app.handler(OrderCreated, stream=stream)
+    async def handle(order: OrderCreated) -> None:
+        received.append(order.order_id)
+
+    def outbox_figures() -> tuple[float, float | None]:
+        samples = scrape(generate_latest(REGISTRY).decode(), service)
+        age = samples.get(("eventwire_outbox_oldest_pending_age_seconds", frozenset()))
+        return value(samples, "eventwire_outbox_pending_rows"), age
+
+    outbox = Outbox(source=f"/services/{service}")
+    try:
+        await app.start(connect=ConnectOptions.from_url(fresh_server.url, reconnect_time_wait=0.1))
+        await eventually(lambda: outbox_figures() == (0, None), timeout=5)
+        fresh_server.kill()
+        await eventually(lambda: not app.transport.connected, timeout=10)
+        async with AsyncSession(engine) as session, session.begin():
+            for n in range(3):
+                await outbox.add(session, OrderCreated(order_id=f"o-{n}"), subject=f"{stream.name}.a")
+        await eventually(lambda: outbox_figures()[0] == 3, timeout=5)
+        await asyncio.sleep(0.5)
+        rows, away = outbox_figures()
+        fresh_server.restart()
+        await eventually(lambda: sorted(received) == ["o-0", "o-1", "o-2"], timeout=20)
+        await eventually(lambda: outbox_figures() == (0, None), timeout=5)
+    finally:
+        await app.stop()
+        await engine.dispose()
+    print(f"3 rows waiting, the oldest {away:.2f}s old, while NATS was away")
+    assert rows == 3 and away is not None and away >= 0.5

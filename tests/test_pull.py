@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import httpx
 import pytest
 
 from eventwire import App, ConnectOptions, Delivery, Stream
@@ -49,19 +50,25 @@ async def test_a_pull_answered_503_is_sent_again_after_a_short_backoff(
 
 
 async def test_a_deleted_durable_stops_its_handler_with_the_reason(jetstream_server: EmbeddedServer) -> None:
+    """... and ``/healthz`` turns 503, so an orchestrator restarts the service."""
     name = unique("P")
     stream = Stream(name, (f"{name}.>",))
-    app = App(unique("pull"))
+    app = App(unique("pull"), metrics_port=0, metrics_host="127.0.0.1")
 
     @app.handler(OrderCreated, stream=stream, durable="doomed")
     async def handle(event: OrderCreated, delivery: Delivery) -> None:
         pass
 
     transport = await JetStreamTransport.connect(ConnectOptions.from_url(jetstream_server.url))
-    async with running(app, transport):
+    async with running(app, transport), httpx.AsyncClient() as client:
+        healthz = f"http://127.0.0.1:{app.health_port}/healthz"
+        alive = (await client.get(healthz)).status_code
         await transport.nc.jetstream().delete_consumer(name, "doomed")
         await eventually(lambda: bool(app.problems()), timeout=20)
         problems = app.problems()
+        dead = await client.get(healthz)
+    assert alive == 200
+    assert (dead.status_code, dead.text) == (503, problems[0] + "\n")
     # The server says "Consumer Deleted" to a request it holds; one still queued is dropped, and the
     # 503s that follow lead to a look at the durable.
     assert problems in (

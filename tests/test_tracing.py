@@ -239,3 +239,22 @@ async def test_an_event_written_to_the_outbox_in_a_handler_continues_its_trace(
     first, relayed = by_name[f"process {name}.created"], by_name[f"process {name}.next"]
     assert relayed.context.trace_id == first.context.trace_id == by_name[f"send {name}.created"].context.trace_id
     assert relayed.parent is not None and relayed.parent.span_id == first.context.span_id
+
+
+@pytest.mark.virtual_time
+async def test_a_publish_cancelled_while_retrying_ends_its_span(spans: list[ReadableSpan]) -> None:
+    app = App("cancelled")
+    subject = f"{unique('nowhere')}.created"  # no stream: "no responders", sent again until the deadline
+    async with running(app):
+        publishing = asyncio.create_task(app.publisher.publish(OrderCreated(order_id="o-1"), subject=subject))
+        await asyncio.sleep(1.0)
+        publishing.cancel()
+        await asyncio.gather(publishing, return_exceptions=True)
+        many = asyncio.create_task(
+            app.publisher.publish_many([Outgoing(OrderCreated(order_id="o-2"), subject=subject)])
+        )
+        await asyncio.sleep(1.0)
+        many.cancel()
+        await asyncio.gather(many, return_exceptions=True)
+    ended = [s for s in spans if s.name == f"send {subject}"]
+    assert [(s.status.status_code, s.status.description) for s in ended] == [(StatusCode.ERROR, "CancelledError: ")] * 2

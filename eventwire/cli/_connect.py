@@ -6,15 +6,14 @@ import functools
 import inspect
 from collections.abc import Callable
 from dataclasses import dataclass, fields
-from enum import StrEnum
 from typing import Annotated, Any, NoReturn, TypeVar
 
 import nats.errors
 import typer
 
 from .._connect_options import ENVIRONMENT, ConnectOptions, resolve_connect_options
-from .._errors import EventwireError
-from ..observability import configure_logging
+from .._errors import ConfigError, EventwireError
+from ..observability import LogFormat, configure_logging
 
 F = TypeVar("F", bound=Callable[..., Any])
 PANEL = "Connection"
@@ -51,11 +50,6 @@ class ConnectionFlags:
             )
             raise typer.Exit(2)
         return options
-
-
-class LogFormat(StrEnum):
-    text = "text"
-    json = "json"
 
 
 _FLAGS = {
@@ -130,7 +124,10 @@ def _with_logging(func: F, default_level: str) -> F:
     ]
 
     def call(kwargs: dict[str, Any]) -> Any:
-        configure_logging(kwargs.pop("log_level"), kwargs.pop("log_format").value)
+        try:
+            configure_logging(kwargs.pop("log_level"), kwargs.pop("log_format"))
+        except ConfigError as exc:
+            fail(str(exc))
         return func(**kwargs)
 
     return _with_options(func, None, added, call)

@@ -1,7 +1,8 @@
 """``/metrics``, ``/healthz`` and ``/readyz`` on one port, served from the App's own event loop.
 
-``/healthz`` answers while the event loop runs (an answer at all is the proof); ``/readyz`` answers 200
-when every readiness check finds nothing wrong, else 503 with the problems, as Kubernetes probes expect.
+``/healthz`` answers 200 while the event loop runs and no liveness check finds a reason to restart the
+process (a handler stopped for good), else 503; ``/readyz`` answers 200 when every readiness check finds
+nothing wrong, else 503 with the problems, as Kubernetes probes expect.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from .._errors import ConfigError
 
 logger = logging.getLogger("eventwire.health")
 
-Readiness = Callable[[], list[str]]
+Check = Callable[[], list[str]]
 
 
 class _InLoopServer(uvicorn.Server):
@@ -33,15 +34,18 @@ class _InLoopServer(uvicorn.Server):
         yield
 
 
-def health_app(checks: Sequence[Readiness]) -> Starlette:
+def health_app(readiness: Sequence[Check], liveness: Sequence[Check] = ()) -> Starlette:
     async def metrics(_: Request) -> Response:
         return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     async def healthz(_: Request) -> Response:
+        problems = [problem for check in liveness for problem in check()]
+        if problems:
+            return PlainTextResponse("".join(f"{problem}\n" for problem in problems), status_code=503)
         return PlainTextResponse("ok\n")
 
     async def readyz(_: Request) -> Response:
-        problems = [problem for check in checks for problem in check()]
+        problems = [problem for check in readiness for problem in check()]
         return JSONResponse({"ready": not problems, "problems": problems}, status_code=503 if problems else 200)
 
     return Starlette(routes=[Route("/metrics", metrics), Route("/healthz", healthz), Route("/readyz", readyz)])
@@ -50,10 +54,13 @@ def health_app(checks: Sequence[Readiness]) -> Starlette:
 class HealthServer:
     """The three endpoints on ``host:port`` (port 0: a free one, see :attr:`port` once started)."""
 
-    def __init__(self, checks: Sequence[Readiness], *, port: int, host: str = "0.0.0.0") -> None:
+    def __init__(
+        self, readiness: Sequence[Check], liveness: Sequence[Check] = (), *, port: int, host: str = "0.0.0.0"
+    ) -> None:
         if not 0 <= port <= 65535:
             raise ConfigError(f"metrics port {port} is not between 0 and 65535")
-        self._checks = list(checks)
+        self._readiness = list(readiness)
+        self._liveness = list(liveness)
         self._host = host
         self.port = port
         self._server: _InLoopServer | None = None
@@ -70,7 +77,12 @@ class HealthServer:
         listening.listen(128)
         self.port = listening.getsockname()[1]
         config = uvicorn.Config(
-            health_app(self._checks), log_level="warning", access_log=False, lifespan="off", loop="none"
+            health_app(self._readiness, self._liveness),
+            log_level="warning",
+            log_config=None,  # uvicorn's own would replace the process's logging set-up (--log-format json)
+            access_log=False,
+            lifespan="off",
+            loop="none",
         )
         self._server = _InLoopServer(config)
         # The socket already listens: a probe that comes before uvicorn is up waits in its backlog.
@@ -80,5 +92,7 @@ class HealthServer:
     async def stop(self) -> None:
         if self._server is not None and self._task is not None:
             self._server.should_exit = True
-            await self._task
+            (result,) = await asyncio.gather(self._task, return_exceptions=True)
+            if isinstance(result, BaseException) and not isinstance(result, asyncio.CancelledError):
+                logger.warning("metrics and health server on port %d had failed: %r", self.port, result)
             self._server = self._task = None

@@ -6,9 +6,17 @@ import json
 import logging
 import sys
 from datetime import UTC, datetime
-from typing import Literal
+from enum import StrEnum
 
-LogFormat = Literal["text", "json"]
+from .._errors import ConfigError
+
+
+class LogFormat(StrEnum):
+    text = "text"
+    json = "json"
+
+
+LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 TEXT_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
@@ -34,10 +42,16 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(line, default=str, ensure_ascii=False)
 
 
-def configure_logging(level: str = "INFO", log_format: LogFormat = "text") -> None:
+def configure_logging(level: str = "INFO", log_format: LogFormat | str = LogFormat.text) -> None:
     """Log to stderr at ``level``, as text or JSON lines (the CLI's ``--log-level`` and ``--log-format``)."""
+    try:
+        shape = LogFormat(log_format)
+    except ValueError:
+        raise ConfigError(f"log format {log_format!r} is neither 'text' nor 'json'") from None
+    if level.upper() not in LEVELS:
+        raise ConfigError(f"log level {level!r} is not one of {', '.join(LEVELS)}")
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if log_format == "json" else logging.Formatter(TEXT_FORMAT))
+    handler.setFormatter(JsonFormatter() if shape is LogFormat.json else logging.Formatter(TEXT_FORMAT))
     root = logging.getLogger()
     for existing in list(root.handlers):
         root.removeHandler(existing)

@@ -59,10 +59,10 @@ def tracing_observer(spec: HandlerSpec) -> Callable[[Step], Step]:
                 raise
             finally:
                 context.detach(token)
-            kind = "dead_letter" if outcome.dead_lettered is not None else outcome.kind
-            span.set_attribute("eventwire.outcome", kind)
-            if kind in _FAILED:
-                span.set_status(Status(StatusCode.ERROR, (outcome.reason or kind)[:200]))
+            label = outcome.label
+            span.set_attribute("eventwire.outcome", label)
+            if label in _FAILED:
+                span.set_status(Status(StatusCode.ERROR, (outcome.reason or label)[:200]))
             span.end()
             return outcome
 
