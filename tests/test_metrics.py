@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import re
 from pathlib import Path
 
@@ -254,3 +255,13 @@ async def test_the_outbox_backlog_is_reported_while_nats_is_away(fresh_server: E
         await engine.dispose()
     print(f"3 rows waiting, the oldest {away:.2f}s old, while NATS was away")
     assert rows == 3 and away is not None and away >= 0.5
+
+
+@pytest.mark.virtual_time
+async def test_the_health_server_leaves_logging_to_the_process(caplog: pytest.LogCaptureFixture) -> None:
+    """uvicorn's own logging set-up would give its loggers a text handler of their own, deaf to --log-format."""
+    stream = named_stream()
+    app = workload_app(stream.name.lower(), stream, metrics_port=0, metrics_host="127.0.0.1")
+    async with running(app):
+        logging.getLogger("uvicorn.error").warning("from the health server")
+    assert "from the health server" in caplog.messages
