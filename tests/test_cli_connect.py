@@ -11,7 +11,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy.ext.asyncio import create_async_engine
 
+from eventwire.outbox import create_tables
 from eventwire.server import EmbeddedServer
 
 from .secured import PASSWORD, secured_server
@@ -77,6 +79,9 @@ async def test_every_command_fails_with_one_line_and_exit_1(
         "missing creds file": "creds_file",
     }[failure]
     names = list(commands(tmp_path))
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'outbox.db'}")
+    await create_tables(engine)  # the relay checks its tables before it connects
+    await engine.dispose()
     results = await asyncio.gather(*(eventwire(*commands(tmp_path)[name], *connection) for name in names))
     for name, (code, out, err, seconds) in zip(names, results, strict=True):
         print(f"{failure} / {name}: exit {code} in {seconds:.1f}s: {err.strip()}")

@@ -28,6 +28,9 @@ def test_cloudevents_type_is_the_full_protobuf_name() -> None:
         ("shop.orders.v2", "StockSold"),
         ("billing.v1beta1", "InvoiceSent"),
         ("shop.v10", "OrderPaid"),
+        ("identity.v1", "UserSignedUp"),
+        ("shop.cart.v1", "ItemAddedToCart"),
+        ("billing.v1", "PaymentMethodSetUp"),
     ],
 )
 def test_valid_names_register(package: str, name: str) -> None:
@@ -44,6 +47,7 @@ def test_valid_names_register(package: str, name: str) -> None:
         ("shop.orders.v1", "OrderEvent", "Event"),
         ("shop.orders.v1", "OrderCreatedEvent", "Event"),
         ("shop.orders.v1", "CreateOrder", "past-tense"),
+        ("shop.orders.v1", "CreatedOrder", "past-tense"),  # the verb must follow the noun
         ("shop.orders.v1", "Created", "noun"),
         ("shop.orders.v1", "order_created", "PascalCase"),
     ],

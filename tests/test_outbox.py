@@ -14,9 +14,11 @@ from typing import Any
 import nats
 import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, event, func, insert, select, update
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from eventwire import App, Delivery, Next, Outcome, Stream
+from eventwire._connect_options import redact_url
 from eventwire.inbox import Inbox
 from eventwire.inbox import create_tables as create_inbox_tables
 from eventwire.inbox import metadata as inbox_metadata
@@ -67,11 +69,12 @@ async def _engine(kind: str, tmp_path: Path) -> AsyncEngine:
         try:
             async with created.connect():
                 pass
-        except OSError as exc:
+        except (OSError, DBAPIError) as exc:  # not running, no such database, login refused
             await created.dispose()
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
             if os.environ.get("CI"):
-                pytest.fail(f"PostgreSQL at {POSTGRES} is required in CI: {exc}")
-            pytest.skip(f"no PostgreSQL at {POSTGRES}")
+                pytest.fail(f"PostgreSQL at {redact_url(POSTGRES)} is required in CI: {reason}")
+            pytest.skip(f"no PostgreSQL at {redact_url(POSTGRES)} (set EVENTWIRE_TEST_POSTGRES): {reason}")
     async with created.begin() as conn:
         for schema in (metadata, inbox_metadata, business):
             await conn.run_sync(schema.drop_all)

@@ -64,8 +64,8 @@ def test_lint_reports_each_rule_at_its_place(tmp_path: Path) -> None:
         "shop/orders/orders.proto:7:1 EW003-event-suffix error: drop the 'Event' suffix; name what happened, "
         "e.g. OrderCreated",
         "shop/orders/orders.proto:8:3 EW005-field-snake-case error: OrderEvent.orderId is not lower_snake_case",
-        "shop/orders/orders.proto:11:1 EW004-event-past-tense error: 'CreateOrder' does not end in a past-tense "
-        "verb; events state a fact, e.g. OrderCreated rather than CreateOrder",
+        "shop/orders/orders.proto:11:1 EW004-event-past-tense error: 'CreateOrder' has no past-tense verb after "
+        "its noun; events state a fact, e.g. OrderCreated rather than CreateOrder",
         "shop/orders/orders.proto:13:3 EW006-timestamp-type warning: CreateOrder.created_at: use int64 Unix "
         "milliseconds (e.g. created_at_ms), which every language decodes without well-known types",
     ]  # Address is a value type (used by OrderShipped), not an event: no naming rule applies to it
@@ -76,7 +76,8 @@ def test_lint_cli_exits_non_zero_on_errors_and_zero_on_the_demo_contracts(tmp_pa
     assert bad.returncode == 1
     assert "4 error(s), 1 warning(s)" in bad.stdout
     good = eventwire("lint", str(ROOT / "eventwire" / "demo" / "proto"))
-    assert (good.returncode, good.stdout) == (0, "")
+    summary = f"2 file(s) in {ROOT / 'eventwire' / 'demo' / 'proto'}: no errors, 0 warning(s)\n"
+    assert (good.returncode, good.stdout) == (0, summary)
 
 
 def test_warnings_alone_pass(tmp_path: Path) -> None:
@@ -117,7 +118,7 @@ def test_a_syntax_error_is_reported(tmp_path: Path, command: str) -> None:
     args = [command, str(source)] + (["--out", str(tmp_path / "out")] if command == "build" else [])
     result = eventwire(*args)
     assert result.returncode == 1
-    assert "protoc failed" in result.stdout
+    assert "protoc failed" in result.stderr
 
 
 BASE = """syntax = "proto3";
@@ -200,27 +201,27 @@ def test_check_against_a_git_revision(tmp_path: Path) -> None:
     assert eventwire("check", str(source), "--against", "HEAD~1", "--level", "WIRE").returncode == 1
 
     unknown = eventwire("check", str(source), "--against", "v9")
-    assert unknown.stdout.startswith("error: 'v9' is neither a lock file nor a commit of the git repository")
+    assert unknown.stderr.startswith("error: 'v9' is neither a lock file nor a commit of the git repository")
     later = write(repo / "later", "shop/orders/v1/orders.proto", BASE)
     missing = eventwire("check", str(later), "--against", "HEAD")  # the folder did not exist then
-    assert (missing.returncode, missing.stdout.startswith("error: git archive")) == (1, True), missing.stdout
+    assert (missing.returncode, missing.stderr.startswith("error: git archive")) == (1, True), missing.stderr
 
 
 def test_check_reports_a_bad_baseline(tmp_path: Path) -> None:
     source = write(tmp_path / "new", "shop/orders/v1/orders.proto", BASE)
     not_a_lock = tmp_path / "not.lock"
     not_a_lock.write_bytes(b"\xff\xff garbage")
-    assert "is not a lock file" in eventwire("check", str(source), "--against", str(not_a_lock)).stdout
+    assert "is not a lock file" in eventwire("check", str(source), "--against", str(not_a_lock)).stderr
     empty = tmp_path / "empty.lock"
     empty.write_bytes(b"")
-    assert "holds no contracts" in eventwire("check", str(source), "--against", str(empty)).stdout
+    assert "holds no contracts" in eventwire("check", str(source), "--against", str(empty)).stderr
     missing = eventwire("check", str(source), "--against", str(tmp_path / "contracts.lock"))
-    assert (missing.returncode, missing.stdout.strip()) == (1, f"error: no such lock file: {tmp_path}/contracts.lock")
+    assert (missing.returncode, missing.stderr.strip()) == (1, f"error: no such lock file: {tmp_path}/contracts.lock")
     unknown = eventwire("check", str(source), "--against", "no-such-revision")
     assert unknown.returncode == 1
-    assert unknown.stdout.startswith("error: git")  # tmp_path is not in a git repository
+    assert unknown.stderr.startswith("error: git")  # tmp_path is not in a git repository
     unwritable = eventwire("lock", str(source), "--out", str(tmp_path / "no" / "such" / "dir.lock"))
-    assert (unwritable.returncode, unwritable.stdout.startswith("error: cannot write")) == (1, True)
+    assert (unwritable.returncode, unwritable.stderr.startswith("error: cannot write")) == (1, True)
     bad_level = eventwire("check", str(source), "--against", str(not_a_lock), "--level", "BYTES")
     assert bad_level.returncode == 2
 
@@ -228,4 +229,28 @@ def test_check_reports_a_bad_baseline(tmp_path: Path) -> None:
 def test_the_demo_contracts_keep_their_lock_at_the_strictest_level() -> None:
     demo = ROOT / "eventwire" / "demo"
     result = eventwire("check", str(demo / "proto"), "--against", str(demo / "contracts.lock"), "--level", "FILE")
-    assert (result.returncode, result.stdout) == (0, ""), result.stdout
+    summary = f"no breaking changes against {demo / 'contracts.lock'} at level FILE\n"
+    assert (result.returncode, result.stdout) == (0, summary), result.stdout
+
+
+def test_check_compares_like_buf_with_exclude_imports(tmp_path: Path) -> None:
+    """An import that is gone is not a change (buf without --exclude-imports says FILE_NO_DELETE for it)."""
+    before = write(
+        tmp_path / "before",
+        "shop/v1/a.proto",
+        'syntax = "proto3";\npackage shop.v1;\nimport "google/protobuf/timestamp.proto";\n'
+        "message OrderCreated {\n  string order_id = 1;\n  google.protobuf.Timestamp at = 2;\n}\n",
+    )
+    after = write(
+        tmp_path / "after",
+        "shop/v1/a.proto",
+        'syntax = "proto3";\npackage shop.v1;\n'
+        'message OrderCreated {\n  reserved 2;\n  reserved "at";\n  string order_id = 1;\n}\n',
+    )
+    assert eventwire("lock", str(before), "--out", str(tmp_path / "before.lock")).returncode == 0
+    result = eventwire("check", str(after), "--against", str(tmp_path / "before.lock"), "--level", "FILE")
+    assert (result.returncode, result.stdout) == (
+        1,
+        "shop/v1/a.proto: FIELD_NO_DELETE field shop.v1.OrderCreated.at (2) was deleted\n"
+        "1 breaking change(s) at level FILE\n",
+    )

@@ -109,3 +109,13 @@ def test_jetstream_url_gives_each_test_a_clean_server(pytester: pytest.Pytester)
     )
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=2)
+
+
+@pytest.mark.virtual_time
+async def test_a_publish_only_test_declares_its_stream_first(
+    memory_transport: MemoryTransport, memory_publisher: Publisher
+) -> None:
+    """docs/testing.md, "Streams on the memory broker"."""
+    await memory_transport.ensure_stream(Stream("ORDERS", ("orders.>",)))
+    ack = await memory_publisher.publish(OrderCreated(order_id="o-1"), subject="orders.created")
+    assert (ack.stream, ack.sequence) == ("ORDERS", 1)

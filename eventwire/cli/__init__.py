@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import signal
+import socket
 import threading
 from pathlib import Path
 from typing import Annotated
@@ -17,9 +19,11 @@ from .._connect_options import redact_url
 from .._errors import EventwireError
 from ._catalog import asyncapi, authz, topology
 from ._connect import ConnectionFlags, fail, with_connection, with_logging
+from ._db import DbOption, missing_tables, open_engine
+from ._db import app as db_cli
 from ._dlq import app as dlq_cli
 from ._schema import app as schema_cli
-from ._targets import load_app
+from ._targets import AppDir, load_app
 
 cli = typer.Typer(
     name="eventwire",
@@ -27,10 +31,39 @@ cli = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 console = Console()
+
+
+def _print_version(asked: bool) -> None:
+    if asked:
+        typer.echo(f"eventwire {importlib.metadata.version('eventwire')}")
+        raise typer.Exit()
+
+
+@cli.callback()
+def _options(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    """Event-driven microservices on NATS JetStream."""
+
+
+cli.add_typer(db_cli, name="db")
 cli.add_typer(dlq_cli, name="dlq")
 cli.add_typer(schema_cli, name="schema")
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # only a listener makes it busy
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 @cli.command()
@@ -46,6 +79,8 @@ def server(
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    if port and not _port_free(host, port):
+        fail(f"port {port} on {host} is in use: stop what listens there, or choose another with --port (0: any)")
     embedded = EmbeddedServer(port=port or None, store_dir=store_dir, host=host)
     try:
         embedded.start()
@@ -69,9 +104,10 @@ def run(
         int | None, typer.Option("--metrics-port", help="Serve /metrics, /healthz and /readyz on this port.")
     ] = None,
     metrics_host: Annotated[str, typer.Option("--metrics-host", help="Address for --metrics-port.")] = "0.0.0.0",
+    app_dir: AppDir = None,
 ) -> None:
     """Run an App until SIGTERM or Ctrl-C, then shut it down gracefully (no server given: an embedded one)."""
-    service = load_app(app)
+    service = load_app(app, app_dir)
     if metrics_port is not None:
         service.enable_metrics(metrics_port, host=metrics_host)
     asyncio.run(service.run(connect=connection.resolve(base=service.connect_options)))
@@ -105,9 +141,7 @@ def demo(
 @cli.command()
 @with_connection(log_level="INFO")
 def relay(
-    db: Annotated[
-        str, typer.Option("--db", envvar="EVENTWIRE_DB", help="SQLAlchemy async URL of the outbox database.")
-    ],
+    db: DbOption,
     connection: ConnectionFlags,
     batch_size: Annotated[int, typer.Option(min=1, help="Rows per batch.")] = 500,
     poll_interval: Annotated[
@@ -115,18 +149,18 @@ def relay(
     ] = 1.0,
 ) -> None:
     """Publish committed outbox rows until SIGTERM or Ctrl-C (then after the current batch)."""
-    from sqlalchemy.ext.asyncio import create_async_engine
-
     from ..outbox import OutboxRelay
+    from ..outbox import metadata as outbox_metadata
 
-    try:
-        engine = create_async_engine(db)
-    except Exception as exc:  # SQLAlchemy says what is wrong with the URL, in many exception types
-        fail(f"--db {redact_url(db)}: {type(exc).__name__}")
+    engine = open_engine(db)
     service = App("outbox-relay", relays=[OutboxRelay(engine, batch_size=batch_size, poll_interval=poll_interval)])
 
     async def main() -> None:
         try:
+            missing = await missing_tables(engine, tuple(outbox_metadata.tables))
+            if missing:
+                tables = ", ".join(missing)
+                fail(f"--db {redact_url(db)} lacks the outbox tables ({tables}): run `eventwire db init --db URL`")
             await service.run(connect=connection.resolve())
         finally:
             await engine.dispose()

@@ -10,7 +10,7 @@ from typing import Annotated
 import typer
 
 from .._errors import EventwireError
-from ._targets import load_app
+from ._targets import AppDir, load_app
 
 OutOption = Annotated[Path | None, typer.Option("--out", dir_okay=False, help="Write here instead of to stdout.")]
 
@@ -45,11 +45,12 @@ def asyncapi(
         str | None,
         typer.Option("--url", help="NATS server URL(s), comma-separated, listed as servers (credentials dropped)."),
     ] = None,
+    app_dir: AppDir = None,
 ) -> None:
     """Write the AsyncAPI 3.0.0 document (JSON) of an App: its channels, operations and messages."""
     from .._asyncapi import asyncapi_document
 
-    service = load_app(app)
+    service = load_app(app, app_dir)
     servers = [s.strip() for s in url.split(",") if s.strip()] if url else []
     try:
         document = asyncapi_document(service, version=version, servers=servers)
@@ -67,6 +68,7 @@ def topology(
         TopologyFormat, typer.Option("--format", help="mermaid or html.")
     ] = TopologyFormat.mermaid,
     out: OutOption = None,
+    app_dir: AppDir = None,
 ) -> None:
     """Show which service publishes and which consumes each event type, as Mermaid or a self-contained HTML page.
 
@@ -76,7 +78,7 @@ def topology(
     from .._topology_html import to_html
 
     try:
-        graph = build_topology([load_app(target) for target in apps])
+        graph = build_topology([load_app(target, app_dir) for target in apps])
     except EventwireError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
@@ -93,6 +95,7 @@ def authz(
         AuthzFormat.conf
     ),
     out: OutOption = None,
+    app_dir: AppDir = None,
 ) -> None:
     """Print the least-privilege NATS permissions each service needs, from what its App declares.
 
@@ -102,7 +105,7 @@ def authz(
     from .._authz import grants_for, to_conf, to_json
 
     try:
-        grants = grants_for([load_app(target) for target in apps])
+        grants = grants_for([load_app(target, app_dir) for target in apps])
     except EventwireError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc

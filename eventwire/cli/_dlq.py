@@ -21,6 +21,7 @@ from .. import dlq
 from ..contracts import codec_for
 from ..transport import JetStreamTransport
 from ._connect import ConnectionFlags, with_connection
+from ._targets import AppDir, import_modules
 
 app = typer.Typer(help="Dead letters: list, show, replay, purge.", no_args_is_help=True)
 console = Console()
@@ -93,16 +94,6 @@ def _render(letter: dlq.DeadLetter) -> str:
     return json_format.MessageToJson(event, indent=2)
 
 
-def _import(modules: list[str]) -> None:
-    import importlib
-    import sys
-
-    if "" not in sys.path:
-        sys.path.insert(0, "")
-    for module in modules:
-        importlib.import_module(module)
-
-
 @app.command("list")
 @with_connection()
 def list_(
@@ -143,10 +134,11 @@ def show(
     letter_id: Annotated[str, typer.Argument(metavar="ID", help="STREAM:SEQUENCE, as `dlq list` prints it.")],
     connection: ConnectionFlags,
     imports: Annotated[list[str] | None, typer.Option("--import", help="Module(s) defining the event classes.")] = None,
+    app_dir: AppDir = None,
 ) -> None:
     """Show one dead letter: where it failed, why, its headers and its payload."""
     stream, sequence = parse_id(letter_id)
-    _import(imports or [])
+    import_modules(imports or [], app_dir)
 
     async def work(js: JetStreamContext, _: JetStreamTransport) -> dlq.DeadLetter | None:
         async for letter in dlq.read(js, dlq.DeadLetterFilter(sequences=frozenset({sequence}))):

@@ -9,7 +9,7 @@ import typer
 from rich.console import Console
 
 from .._errors import ContractError
-from ._connect import with_logging
+from ._connect import fail, with_logging
 
 app = typer.Typer(
     help="Event contracts: build Python modules, lint them, check changes for breakage.", no_args_is_help=True
@@ -31,8 +31,7 @@ def build(
     try:
         generated = compile_protos(source, out)
     except ContractError as exc:
-        console.print(f"error: {exc}")
-        raise typer.Exit(1) from exc
+        fail(str(exc))
     console.print(f"generated {len(generated)} files in {out}")
 
 
@@ -45,14 +44,15 @@ def lint(source: Source) -> None:
     try:
         findings = run_lint(source)
     except ContractError as exc:
-        console.print(f"error: {exc}")
-        raise typer.Exit(1) from exc
+        fail(str(exc))
     for finding in findings:
         console.print(str(finding), markup=False)
     errors = sum(1 for f in findings if f.severity == "error")
     if errors:
         console.print(f"{errors} error(s), {len(findings) - errors} warning(s)")
         raise typer.Exit(1)
+    files = sum(1 for _ in source.rglob("*.proto"))
+    console.print(f"{files} file(s) in {source}: no errors, {len(findings)} warning(s)")
 
 
 @app.command()
@@ -68,8 +68,7 @@ def lock(
     try:
         write_lock(descriptor_set(source, with_imports=True), out)
     except ContractError as exc:
-        console.print(f"error: {exc}")
-        raise typer.Exit(1) from exc
+        fail(str(exc))
     console.print(f"locked {source} into {out}")
 
 
@@ -86,21 +85,25 @@ def check(
     ],
     level: Annotated[str, typer.Option(help="FILE, PACKAGE, WIRE_JSON or WIRE (buf's breaking levels).")] = "WIRE_JSON",
 ) -> None:
-    """Report breaking changes of the contracts against a baseline; exit 1 if there are any."""
+    """Report breaking changes of the contracts against a baseline; exit 1 if there are any.
+
+    Only the files under SOURCE are compared, as `buf breaking --exclude-imports` does: an imported file
+    (google/protobuf/timestamp.proto, say) that is no longer imported is not a change.
+    """
     from ..contracts._breaking import LEVELS
     from ..contracts._breaking import check as find_breaking
     from ..contracts._lint import descriptor_set
     from ..contracts._lock import read_baseline
 
     if level not in LEVELS:
-        raise typer.BadParameter(f"level must be one of {', '.join(LEVELS)}", param_hint="--level")
+        fail(f"--level {level}: must be one of {', '.join(LEVELS)}", 2)
     try:
         changes = find_breaking(read_baseline(source, against), descriptor_set(source, with_imports=True), level)
     except ContractError as exc:
-        console.print(f"error: {exc}")
-        raise typer.Exit(1) from exc
+        fail(str(exc))
     for change in changes:
         console.print(str(change), markup=False)
     if changes:
         console.print(f"{len(changes)} breaking change(s) at level {level}")
         raise typer.Exit(1)
+    console.print(f"no breaking changes against {against} at level {level}")

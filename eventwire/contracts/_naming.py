@@ -10,7 +10,7 @@ _VERSION = re.compile(r"^v[1-9][0-9]*((alpha|beta)[0-9]*)?$")
 _WORDS = re.compile(r"[A-Z][a-z0-9]*")
 _PASCAL = re.compile(r"^[A-Z][A-Za-z0-9]*$")
 
-# Past participles that do not end in -ed; an event name may end in one of these.
+# Past participles that do not end in -ed; the verb of an event name may be one of these.
 _IRREGULAR_PAST = frozenset(
     [
         "Begun",
@@ -108,9 +108,9 @@ def check_event_name(name: str, full_name: str) -> None:
         raise ContractError(f"{full_name}: drop the 'Event' suffix; name what happened, e.g. OrderCreated")
     if len(words) < 2:
         raise ContractError(f"{full_name}: an event name is a noun plus a past-tense verb, e.g. OrderCreated")
-    verb = words[-1]
-    if not (verb.endswith("ed") or verb in _IRREGULAR_PAST):
+    # The verb follows the noun, and words may follow the verb: UserSignedUp, ItemAddedToCart.
+    if not any(word.endswith("ed") or word in _IRREGULAR_PAST for word in words[1:]):
         raise ContractError(
-            f"{full_name}: {name!r} does not end in a past-tense verb; events state a fact, "
+            f"{full_name}: {name!r} has no past-tense verb after its noun; events state a fact, "
             "e.g. OrderCreated rather than CreateOrder"
         )

@@ -14,6 +14,11 @@ from ..transport.memory import MemoryBroker, MemoryTransport
 from ._clock import VirtualTimeLoop
 from ._cluster import EmbeddedCluster
 
+try:  # the async fixtures then work in pytest-asyncio's strict mode too, without asyncio_mode = "auto"
+    from pytest_asyncio import fixture as async_fixture
+except ImportError:  # pragma: no cover - without pytest-asyncio no async test runs at all
+    async_fixture = pytest.fixture  # type: ignore[assignment]
+
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
@@ -58,7 +63,7 @@ def jetstream_server() -> Iterator[EmbeddedServer]:
         yield server
 
 
-@pytest.fixture
+@async_fixture
 async def jetstream_cluster(tmp_path: Any) -> AsyncIterator[EmbeddedCluster]:
     """A 3-node JetStream cluster of the test's own (``sync_interval: always``) to kill, pause and restart."""
     cluster = await EmbeddedCluster(store_dir=tmp_path / "cluster").start_async()
@@ -68,7 +73,7 @@ async def jetstream_cluster(tmp_path: Any) -> AsyncIterator[EmbeddedCluster]:
         await asyncio.to_thread(cluster.stop)
 
 
-@pytest.fixture
+@async_fixture
 async def jetstream_url(jetstream_server: EmbeddedServer) -> AsyncIterator[str]:
     """The shared server's URL, with no streams before the test and none left after it."""
     from ..transport import ConnectOptions, JetStreamTransport
