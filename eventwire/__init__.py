@@ -29,6 +29,7 @@ from ._outcome import Outcome
 from ._publication import Publication
 from ._publisher import Outgoing, Publisher
 from ._retry import Reject, Retry, RetryPolicy
+from ._script import connect
 from ._streams import Stream
 from .contracts import EventRegistry
 from .transport import ConnectOptions, PublishAck
@@ -65,4 +66,5 @@ __all__ = [
     "Stream",
     "StreamConfigError",
     "WrongLastSequence",
+    "connect",
 ]
