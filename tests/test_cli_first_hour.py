@@ -58,6 +58,8 @@ def test_each_mistake_is_one_line_and_a_non_zero_exit(busy_port: int, tmp_path: 
         ("run", "eventwire.demo:DemoSummary"): "a class, not an eventwire App",
         ("run", "nosuch:app"): "cannot import nosuch",
         ("schema", "lint", "eventwire/demo/proto", "--log-level", "bogus"): "log level 'bogus' is not one of",
+        ("status", "--pending", "many"): "--pending 'many': expected WARNING:CRITICAL",
+        ("status", "--last-ack", "300:60"): "the warning threshold must be 0 or more and at most the critical",
     }
     for args, expected in cases.items():
         line = one_line_error(eventwire(*args, env=unreachable, timeout=60))

@@ -23,6 +23,7 @@ from ._db import DbOption, missing_tables, open_engine
 from ._db import app as db_cli
 from ._dlq import app as dlq_cli
 from ._schema import app as schema_cli
+from ._status import status_command
 from ._targets import AppDir, load_app
 
 cli = typer.Typer(
@@ -168,6 +169,7 @@ def relay(
     asyncio.run(main())
 
 
+cli.command("status")(status_command)
 for catalog_command in (asyncapi, topology, authz):
     cli.command()(with_logging()(catalog_command))
 

@@ -21,6 +21,7 @@ from .. import dlq
 from ..contracts import codec_for
 from ..transport import JetStreamTransport
 from ._connect import ConnectionFlags, with_connection
+from ._output import print_json, table_console
 from ._targets import AppDir, import_modules
 
 app = typer.Typer(help="Dead letters: list, show, replay, purge.", no_args_is_help=True)
@@ -103,6 +104,7 @@ def list_(
     event_type: EventType = None,
     since: Since = None,
     until: Until = None,
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON array instead of a table.")] = False,
 ) -> None:
     """List dead letters, oldest first."""
     matching = _filter(service, handler, event_type, since, until)
@@ -111,6 +113,9 @@ def list_(
         return [letter async for letter in dlq.read(js, matching)]
 
     letters = _run(connection, work)
+    if as_json:
+        print_json([_as_json(letter) for letter in letters])
+        return
     table = Table(title=f"{len(letters)} dead letter(s)")
     for column in ("id", "time", "service", "handler", "type", "reason", "deliveries", "error"):
         table.add_column(column)
@@ -123,9 +128,27 @@ def list_(
             letter.ce_type or "-",
             letter.reason,
             str(letter.delivery_count),
-            (letter.error or "")[:60],
+            letter.error or "",
         )
-    console.print(table)
+    table_console().print(table)
+
+
+def _as_json(letter: dlq.DeadLetter) -> dict[str, object]:
+    return {
+        "id": f"{letter.stream}:{letter.sequence}",
+        "time": letter.time.isoformat().replace("+00:00", "Z") if letter.time else None,
+        "service": letter.service,
+        "handler": letter.handler,
+        "subject": letter.subject,
+        "original_stream": letter.original_stream,
+        "original_sequence": letter.original_sequence,
+        "type": letter.ce_type,
+        "ce_id": letter.ce_id,
+        "reason": letter.reason,
+        "deliveries": letter.delivery_count,
+        "error_type": letter.error_type,
+        "error": letter.error,
+    }
 
 
 @app.command()

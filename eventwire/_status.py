@@ -1,0 +1,276 @@
+"""What ``eventwire status`` reports: every stream and consumer as the server sees them, with a health verdict.
+
+The figures come from the JetStream API's own JSON (``$JS.API.STREAM.LIST``, ``$JS.API.CONSUMER.LIST``),
+so fields newer than the client library (paused consumers, priority groups) are there too. The verdict
+per consumer follows ``nats server check consumer``: each figure has a warning and a critical threshold.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from nats.aio.client import Client
+
+from ._errors import ConfigError, ServerError
+
+Level = Literal["ok", "warning", "critical"]
+LEVELS: tuple[Level, ...] = ("ok", "warning", "critical")
+DLQ_PREFIX = "DLQ-"
+
+
+@dataclass(frozen=True)
+class Threshold:
+    warning: float
+    critical: float
+
+    @staticmethod
+    def parse(name: str, text: str) -> Threshold:
+        """``WARN:CRIT``, e.g. ``1000:10000``."""
+        warning, sep, critical = text.partition(":")
+        try:
+            parsed = Threshold(float(warning), float(critical if sep else warning))
+        except ValueError:
+            raise ConfigError(f"--{name} {text!r}: expected WARNING:CRITICAL, e.g. 1000:10000") from None
+        if parsed.warning > parsed.critical or parsed.warning < 0:
+            raise ConfigError(f"--{name} {text!r}: the warning threshold must be 0 or more and at most the critical")
+        return parsed
+
+    def level(self, value: float) -> Level:
+        if value >= self.critical:
+            return "critical"
+        return "warning" if value >= self.warning else "ok"
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """When a consumer's figure is a warning or critical (``nats server check consumer``'s checks)."""
+
+    pending: Threshold = Threshold(1_000, 10_000)  # messages not delivered yet
+    ack_pending: Threshold = Threshold(1_000, 10_000)  # delivered, not acked
+    redelivered: Threshold = Threshold(10, 100)  # being redelivered now
+    last_delivery: Threshold = Threshold(60, 300)  # seconds since a delivery, while messages wait
+    last_ack: Threshold = Threshold(60, 300)  # seconds since an ack, while acks are outstanding
+
+
+@dataclass(frozen=True)
+class ConsumerStatus:
+    stream: str
+    name: str
+    filter_subjects: tuple[str, ...]
+    pending: int
+    ack_pending: int
+    redelivered: int
+    waiting_pulls: int
+    delivered_stream_seq: int
+    ack_floor_stream_seq: int
+    last_delivery_seconds: float | None
+    last_ack_seconds: float | None
+    paused_until: datetime | None
+    pinned: tuple[str, ...]
+    leader: str | None
+    level: Level
+    problems: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class StreamStatus:
+    name: str
+    subjects: tuple[str, ...]
+    messages: int
+    bytes: int
+    first_seq: int
+    last_seq: int
+    replicas: int
+    leader: str | None
+    level: Level
+    problems: tuple[str, ...]
+    consumers: tuple[ConsumerStatus, ...] = ()
+
+    @property
+    def dead_letters_of(self) -> str | None:
+        """The service whose dead letters this stream holds, if it is a dead-letter stream."""
+        return self.name.removeprefix(DLQ_PREFIX) if self.name.startswith(DLQ_PREFIX) else None
+
+
+@dataclass(frozen=True)
+class Status:
+    streams: tuple[StreamStatus, ...]
+    outbox: tuple[int, float | None] | None = None
+    taken_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+
+    @property
+    def level(self) -> Level:
+        levels = [s.level for s in self.streams] + [c.level for s in self.streams for c in s.consumers]
+        return max(levels, key=LEVELS.index, default="ok")
+
+    @property
+    def exit_code(self) -> int:
+        """0 healthy, 1 a warning, 2 something critical: for scripts and monitors."""
+        return LEVELS.index(self.level)
+
+
+async def _api(nc: Client, subject: str, request: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    reply = await nc.request(subject, json.dumps(request or {}).encode(), timeout=5)
+    answer: dict[str, Any] = json.loads(reply.data)
+    error = answer.get("error")
+    if error:
+        raise ServerError(f"{subject}: {error.get('description', error)} (error {error.get('err_code', '?')})")
+    return answer
+
+
+async def _paged(nc: Client, subject: str, key: str) -> list[dict[str, Any]]:
+    items: list[dict[str, Any]] = []
+    while True:
+        page = await _api(nc, subject, {"offset": len(items)})
+        found = page.get(key) or []
+        items.extend(found)
+        if not found or len(items) >= page.get("total", 0):
+            return items
+
+
+def _time(text: str | None) -> datetime | None:
+    if not text or text.startswith("0001-01-01"):  # Go's zero time: never
+        return None
+    # Go writes nanoseconds; Python's fromisoformat takes at most microseconds.
+    head, dot, tail = text.rstrip("Z").partition(".")
+    fraction = "".join(ch for ch in tail if ch.isdigit())[:6]
+    return datetime.fromisoformat(f"{head}{dot}{fraction}" if dot else head).replace(tzinfo=UTC)
+
+
+def _age(text: str | None, now: datetime) -> float | None:
+    moment = _time(text)
+    return None if moment is None else max(0.0, (now - moment).total_seconds())
+
+
+def _cluster_problems(cluster: Mapping[str, Any] | None, replicas: int) -> tuple[str | None, list[str], Level]:
+    cluster = cluster or {}
+    leader = cluster.get("leader")
+    if replicas > 1 and not leader:
+        return None, ["no leader"], "critical"
+    behind = [r["name"] for r in cluster.get("replicas") or [] if not r.get("current") or r.get("offline")]
+    if behind:
+        return leader, [f"replica {name} not current" for name in behind], "warning"
+    return leader, [], "ok"
+
+
+def consumer_status(stream: str, info: Mapping[str, Any], thresholds: Thresholds, now: datetime) -> ConsumerStatus:
+    config = info.get("config", {})
+    name = info.get("name") or config.get("durable_name") or config.get("name", "?")
+    single = config.get("filter_subject")
+    filters = tuple(config.get("filter_subjects") or ([single] if single else []))
+    delivered, ack_floor = info.get("delivered", {}), info.get("ack_floor", {})
+    pending, ack_pending = int(info.get("num_pending", 0)), int(info.get("num_ack_pending", 0))
+    redelivered, waiting = int(info.get("num_redelivered", 0)), int(info.get("num_waiting", 0))
+    last_delivery, last_ack = _age(delivered.get("last_active"), now), _age(ack_floor.get("last_active"), now)
+    paused_until = _time(config.get("pause_until")) if info.get("paused") else None
+    pinned = tuple(g["pinned_client_id"] for g in info.get("priority_groups") or [] if g.get("pinned_client_id"))
+    replicas = int(config.get("num_replicas") or 0)
+    leader, problems, level = _cluster_problems(info.get("cluster"), replicas)
+    checks: list[tuple[str, float, Threshold]] = [
+        (f"{pending} pending", pending, thresholds.pending),
+        (f"{ack_pending} ack pending", ack_pending, thresholds.ack_pending),
+        (f"{redelivered} redelivered", redelivered, thresholds.redelivered),
+    ]
+    if pending:
+        age = last_delivery if last_delivery is not None else float("inf")
+        checks.append((f"no delivery for {_seconds(age)} while messages wait", age, thresholds.last_delivery))
+    if ack_pending:
+        age = last_ack if last_ack is not None else float("inf")
+        checks.append((f"no ack for {_seconds(age)} while acks are outstanding", age, thresholds.last_ack))
+    levels = [level]
+    for problem, value, threshold in checks:
+        found = threshold.level(value)
+        if found != "ok":
+            problems.append(problem)
+            levels.append(found)
+    if pending and not waiting and paused_until is None and "push" not in _kind(config):
+        problems.append("no client is pulling")
+        levels.append("warning")
+    if paused_until is not None:
+        problems.append(f"paused until {paused_until:%Y-%m-%d %H:%M:%S}Z")
+        levels.append("warning")
+    return ConsumerStatus(
+        stream=stream,
+        name=name,
+        filter_subjects=filters,
+        pending=pending,
+        ack_pending=ack_pending,
+        redelivered=redelivered,
+        waiting_pulls=waiting,
+        delivered_stream_seq=int(delivered.get("stream_seq", 0)),
+        ack_floor_stream_seq=int(ack_floor.get("stream_seq", 0)),
+        last_delivery_seconds=last_delivery,
+        last_ack_seconds=last_ack,
+        paused_until=paused_until,
+        pinned=pinned,
+        leader=leader,
+        level=max(levels, key=LEVELS.index),
+        problems=tuple(problems),
+    )
+
+
+def _kind(config: Mapping[str, Any]) -> str:
+    return "push" if config.get("deliver_subject") else "pull"
+
+
+def _seconds(value: float) -> str:
+    return "ever" if value == float("inf") else f"{value:.0f}s"
+
+
+async def read_status(nc: Client, thresholds: Thresholds | None = None) -> Status:
+    """Every stream and its consumers, with their verdicts."""
+    thresholds = thresholds or Thresholds()
+    now = datetime.now(UTC)
+    streams = []
+    for info in sorted(await _paged(nc, "$JS.API.STREAM.LIST", "streams"), key=lambda s: s["config"]["name"]):
+        config, state = info["config"], info.get("state", {})
+        name = config["name"]
+        replicas = int(config.get("num_replicas") or 1)
+        leader, problems, level = _cluster_problems(info.get("cluster"), replicas)
+        consumers = await _paged(nc, f"$JS.API.CONSUMER.LIST.{name}", "consumers")
+        streams.append(
+            StreamStatus(
+                name=name,
+                subjects=tuple(config.get("subjects") or ()),
+                messages=int(state.get("messages", 0)),
+                bytes=int(state.get("bytes", 0)),
+                first_seq=int(state.get("first_seq", 0)),
+                last_seq=int(state.get("last_seq", 0)),
+                replicas=replicas,
+                leader=leader,
+                level=level,
+                problems=tuple(problems),
+                consumers=tuple(
+                    consumer_status(name, c, thresholds, now) for c in sorted(consumers, key=lambda c: c["name"])
+                ),
+            )
+        )
+    return Status(tuple(streams), taken_at=now)
+
+
+def status_json(status: Status) -> dict[str, Any]:
+    """``status --json``: plain JSON values, times as RFC 3339."""
+
+    def plain(value: Any) -> Any:
+        if isinstance(value, datetime):
+            return value.isoformat().replace("+00:00", "Z")
+        if isinstance(value, tuple | list):
+            return [plain(v) for v in value]
+        return value
+
+    def fields_of(item: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
+        return {k: plain(v) for k, v in vars(item).items() if k not in skip}
+
+    return {
+        "taken_at": plain(status.taken_at),
+        "level": status.level,
+        "streams": [
+            {**fields_of(s, ("consumers",)), "consumers": [fields_of(c) for c in s.consumers]} for s in status.streams
+        ],
+        "dead_letters": {s.dead_letters_of: s.messages for s in status.streams if s.dead_letters_of is not None},
+        "outbox": None if status.outbox is None else {"pending_rows": status.outbox[0], "oldest_age": status.outbox[1]},
+    }
