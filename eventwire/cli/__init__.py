@@ -24,6 +24,7 @@ from ._db import app as db_cli
 from ._dlq import app as dlq_cli
 from ._schema import app as schema_cli
 from ._status import status_command
+from ._tail import tail_command
 from ._targets import AppDir, load_app
 
 cli = typer.Typer(
@@ -170,6 +171,7 @@ def relay(
 
 
 cli.command("status")(status_command)
+cli.command("tail")(tail_command)
 for catalog_command in (asyncapi, topology, authz):
     cli.command()(with_logging()(catalog_command))
 

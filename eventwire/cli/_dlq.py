@@ -4,23 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import json
 import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, TypeVar
 
 import typer
-from google.protobuf import json_format, symbol_database
-from google.protobuf.message import Message
 from nats.js.client import JetStreamContext
 from rich.console import Console
 from rich.progress import Progress
 from rich.table import Table
 
 from .. import dlq
-from ..contracts import codec_for
 from ..transport import JetStreamTransport
 from ._connect import ConnectionFlags, with_connection
+from ._events import decoded
 from ._output import print_json, table_console
 from ._targets import AppDir, import_modules
 
@@ -79,20 +78,8 @@ def _run(connection: ConnectionFlags, work: Callable[[JetStreamContext, JetStrea
 
 def _render(letter: dlq.DeadLetter) -> str:
     """The payload as JSON when its type's Protobuf class is loaded, else a byte summary."""
-    event_class: type[Message] | None = None
-    if letter.ce_type:
-        try:
-            event_class = symbol_database.Default().GetSymbol(letter.ce_type)
-        except KeyError:
-            event_class = None
-    if event_class is None:
-        return f"<{len(letter.payload)} bytes; type not loaded: pass --import with its generated module>"
-    content_type = letter.headers.get("ce-datacontenttype", "application/protobuf")
-    try:
-        event = codec_for(content_type).decode(letter.payload, event_class)
-    except Exception as exc:
-        return f"<{len(letter.payload)} bytes that do not decode as {letter.ce_type}: {exc}>"
-    return json_format.MessageToJson(event, indent=2)
+    payload, note = decoded(letter.ce_type, letter.headers.get("ce-datacontenttype"), letter.payload)
+    return json.dumps(payload, indent=2, ensure_ascii=False) if payload is not None else f"<{note}>"
 
 
 @app.command("list")
