@@ -22,6 +22,7 @@ from ._connect import ConnectionFlags, fail, with_connection, with_logging
 from ._db import DbOption, missing_tables, open_engine
 from ._db import app as db_cli
 from ._dlq import app as dlq_cli
+from ._publish import publish_command
 from ._schema import app as schema_cli
 from ._status import status_command
 from ._tail import tail_command
@@ -172,6 +173,7 @@ def relay(
 
 cli.command("status")(status_command)
 cli.command("tail")(tail_command)
+cli.command("publish")(publish_command)
 for catalog_command in (asyncapi, topology, authz):
     cli.command()(with_logging()(catalog_command))
 

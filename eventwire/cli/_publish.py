@@ -1,0 +1,86 @@
+"""``eventwire publish``: send one event from the command line, its JSON checked against its contract."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import sys
+from typing import Annotated
+
+import nats.js.errors
+import typer
+from google.protobuf import json_format
+from google.protobuf.message import Message
+
+from .._app import App
+from .._publisher import Publisher
+from ..transport import JetStreamTransport, PublishAck
+from ._connect import ConnectionFlags, fail, with_connection
+from ._events import event_class
+from ._targets import AppDir, import_modules
+
+
+def declared_subject(modules: list[str], event_type: type[Message]) -> str | None:
+    """The subject the Apps of ``modules`` declare for ``event_type`` (a Publication), if exactly one does."""
+    subjects = {
+        publication.subject
+        for module in modules
+        for value in vars(sys.modules[module]).values()
+        if isinstance(value, App)
+        for publication in value.publications
+        if publication.event_type is event_type and not any(c in publication.subject for c in "*>")
+    }
+    return subjects.pop() if len(subjects) == 1 else None
+
+
+def publish(
+    event_type: Annotated[str, typer.Argument(metavar="TYPE", help="Full Protobuf name: shop.orders.v1.OrderCreated.")],
+    connection: ConnectionFlags,
+    data: Annotated[str, typer.Option("--data", help='The event as Protobuf JSON, e.g. \'{"orderId": "o-1"}\'.')],
+    imports: Annotated[
+        list[str], typer.Option("--import", help="Module(s) defining the event class (and Apps declaring its subject).")
+    ],
+    subject: Annotated[
+        str | None, typer.Option("--subject", help="Default: the subject an imported App's Publication declares.")
+    ] = None,
+    key: Annotated[str | None, typer.Option("--key", help="The entity the event is about (ce-subject).")] = None,
+    msg_id: Annotated[str | None, typer.Option("--msg-id", help="Dedup id; default: the event id.")] = None,
+    source: Annotated[str, typer.Option("--source", help="The event's CloudEvents source.")] = "/cli",
+    app_dir: AppDir = None,
+) -> None:
+    """Publish one event with the full envelope and print the stream's ack."""
+    import_modules(imports, app_dir)
+    found = event_class(event_type)
+    if found is None:
+        fail(f"type {event_type} is not defined by --import {' '.join(imports)}", 2)
+    event = found()
+    try:
+        json_format.Parse(data, event)
+    except json_format.ParseError as exc:
+        fail(f"--data does not fit {event_type}: {str(exc).splitlines()[0]}", 2)
+    target = subject or declared_subject(imports, found)
+    if target is None:
+        fail(f"--subject: no imported App declares one Publication of {event_type}; name the subject", 2)
+
+    options = dataclasses.replace(connection.require(), name="eventwire-publish")
+
+    async def main() -> PublishAck:
+        transport = await JetStreamTransport.connect(options)
+        try:
+            try:
+                await transport.nc.jetstream().find_stream_name_by_subject(target)
+            except nats.js.errors.NotFoundError:
+                fail(f"no stream captures {target}")
+            publisher = Publisher(transport, source=source, deadline=10.0)
+            return await publisher.publish(event, subject=target, key=key, msg_id=msg_id)
+        finally:
+            await transport.close()
+
+    ack = asyncio.run(main())
+    if ack.duplicate:
+        typer.echo(f"{event_type} on {target}: a duplicate of {ack.stream} sequence {ack.sequence}, not stored again")
+    else:
+        typer.echo(f"{event_type} on {target}: stored in {ack.stream} at sequence {ack.sequence}")
+
+
+publish_command = with_connection()(publish)
