@@ -166,7 +166,6 @@ def consumer_status(stream: str, info: Mapping[str, Any], thresholds: Thresholds
     pending, ack_pending = int(info.get("num_pending", 0)), int(info.get("num_ack_pending", 0))
     redelivered, waiting = int(info.get("num_redelivered", 0)), int(info.get("num_waiting", 0))
     last_delivery, last_ack = _age(delivered.get("last_active"), now), _age(ack_floor.get("last_active"), now)
-    paused_until = _time(config.get("pause_until")) if info.get("paused") else None
     pinned = tuple(g["pinned_client_id"] for g in info.get("priority_groups") or [] if g.get("pinned_client_id"))
     replicas = int(config.get("num_replicas") or 0)
     leader, problems, level = _cluster_problems(info.get("cluster"), replicas)
@@ -175,7 +174,8 @@ def consumer_status(stream: str, info: Mapping[str, Any], thresholds: Thresholds
         (f"{ack_pending} ack pending", ack_pending, thresholds.ack_pending),
         (f"{redelivered} redelivered", redelivered, thresholds.redelivered),
     ]
-    if pending:
+    paused_until = _time(config.get("pause_until")) if info.get("paused") else None
+    if pending and paused_until is None:  # a paused durable delivers nothing on purpose
         age = last_delivery if last_delivery is not None else float("inf")
         checks.append((f"no delivery for {_seconds(age)} while messages wait", age, thresholds.last_delivery))
     if ack_pending:

@@ -20,6 +20,7 @@ from ._dead_letters import dead_letter_stream
 from ._envelope import decode_value
 from ._errors import EnvelopeError
 from ._publisher import send_with_retries
+from ._streams import subject_matches
 from .transport import PublishAck, Transport
 
 REPLAYED_FROM = "Eventwire-Replayed-From"
@@ -181,6 +182,18 @@ async def replay(
     if not keep:
         await js.delete_msg(letter.stream, letter.sequence)
     return ack
+
+
+async def recipients(js: JetStreamContext, stream: str, subject: str) -> list[str]:
+    """The durables of ``stream`` whose filter takes ``subject``: everyone a replay to it reaches, not only
+    the handler that dead-lettered the event."""
+    names = []
+    for info in await js.consumers_info(stream):
+        config = info.config
+        filters = config.filter_subjects or ([config.filter_subject] if config.filter_subject else [])
+        if info.name and (not filters or any(subject_matches(pattern, subject) for pattern in filters)):
+            names.append(info.name)
+    return sorted(names)
 
 
 async def purge(

@@ -314,6 +314,12 @@ async def test_replay_brings_a_fixed_event_back_through_the_handler_once(jetstre
             raise Reject("price list missing")
         handled.append((order.order_id, (delivery.message.headers or {}).get(dead_letters.REPLAYED_FROM)))
 
+    audited: list[str] = []
+
+    @app.handler(OrderCreated, stream=stream)
+    async def audit(order: OrderCreated) -> None:  # another durable on the same subject: it gets the replay too
+        audited.append(order.order_id)
+
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
             [sys.executable, "-m", "eventwire", "dlq", *args, "--url", jetstream_server.url],
@@ -340,9 +346,13 @@ async def test_replay_brings_a_fixed_event_back_through_the_handler_once(jetstre
         replayed = await asyncio.to_thread(cli, "replay", "--service", service, "--type", "shop.orders.v1.OrderCreated")
         assert replayed.returncode == 0, replayed.stderr
         assert "replayed 1 dead letter(s)" in replayed.stdout
+        durables = f"{service}-audit, {service}-handle"
+        warning = f"1 event(s) to {subject} (dead-lettered by {service}/handle) reach every durable on it: {durables}"
+        assert warning in replayed.stdout, replayed.stdout
         await probe.wait_until(lambda: len(handled) == 1)
         await asyncio.sleep(1.0)
     assert handled == [("o-7", f"DLQ-{service}:1")]
+    assert audited == ["o-7", "o-7"]  # once when published, once replayed
     assert await letters_of(jetstream_server, service) == []
 
 

@@ -19,6 +19,7 @@ from .._connect_options import redact_url
 from .._errors import EventwireError
 from ._catalog import asyncapi, authz, topology
 from ._connect import ConnectionFlags, fail, with_connection, with_logging
+from ._consumer import app as consumer_cli
 from ._db import DbOption, missing_tables, open_engine
 from ._db import app as db_cli
 from ._dlq import app as dlq_cli
@@ -54,6 +55,7 @@ def _options(
     """Event-driven microservices on NATS JetStream."""
 
 
+cli.add_typer(consumer_cli, name="consumer")
 cli.add_typer(db_cli, name="db")
 cli.add_typer(dlq_cli, name="dlq")
 cli.add_typer(schema_cli, name="schema")

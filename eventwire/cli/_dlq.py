@@ -198,6 +198,17 @@ def replay(
             async for letter in dlq.read(js, matching)
             if not chosen or (letter.stream, letter.sequence) in chosen
         ]
+        targets: dict[tuple[str, str], list[dlq.DeadLetter]] = {}
+        for letter in letters:
+            targets.setdefault((letter.original_stream, letter.subject), []).append(letter)
+        for (stream, subject), group in sorted(targets.items()):
+            reached = await dlq.recipients(js, stream, subject)
+            handlers = ", ".join(sorted({f"{letter.service}/{letter.handler}" for letter in group}))
+            console.print(
+                f"{len(group)} event(s) to {subject} (dead-lettered by {handlers}) reach every durable on it: "
+                + (", ".join(reached) or "none"),
+                markup=False,
+            )
         with Progress(console=console, transient=True) as progress:
             task = progress.add_task("replaying", total=len(letters))
             for letter in letters:
