@@ -36,6 +36,10 @@ _KNOWN = frozenset((*_CORE, _CORRELATION, _CAUSATION, "specversion"))
 _ATTRIBUTE_NAME = re.compile(r"^[a-z0-9]{1,20}$")
 
 # Printable ASCII except space, '"' and '%' passes unchanged.
+_RFC3339 = re.compile(
+    r"\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])[Tt ]([01]\d|2[0-3]):[0-5]\d:([0-5]\d|60)(\.\d+)?"
+    r"([Zz]|[+-]([01]\d|2[0-3]):[0-5]\d)"
+)
 _NEEDS_ENCODING = re.compile(r"[^\x21\x23\x24\x26-\x7e]")
 _SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '"%')
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")
@@ -170,6 +174,9 @@ def _from_attributes(attributes: dict[str, str], traceparent: str | None, traces
             raise EnvelopeError(f"missing required CloudEvents attribute {name!r}")
     if attributes["specversion"] != SPEC_VERSION:
         raise EnvelopeError(f"unsupported CloudEvents spec version {attributes['specversion']!r}")
+    time = attributes.get("time")
+    if time is not None and _RFC3339.fullmatch(time) is None:
+        raise EnvelopeError(f"time {time!r} is not an RFC 3339 timestamp, as CloudEvents requires")
     extensions = {k: v for k, v in attributes.items() if k not in _KNOWN}
     return Envelope(
         id=attributes["id"],
@@ -188,11 +195,19 @@ def _from_attributes(attributes: dict[str, str], traceparent: str | None, traces
 
 
 def parse_binary(headers: Mapping[str, str]) -> Envelope:
-    """Read the envelope of a binary-mode message from its headers."""
+    """Read the envelope of a binary-mode message from its headers.
+
+    Without ``ce-datacontenttype``, ``Content-Type`` says what the data is: the CloudEvents SDKs'
+    HTTP-style binary mode writes only that.
+    """
     attributes: dict[str, str] = {}
     for key, value in headers.items():
         if key.startswith(_PREFIXES):
             attributes[key[3:].lower()] = value if "%" not in value else decode_value(value, key)
+    if "datacontenttype" not in attributes:
+        content_type = headers.get("Content-Type") or headers.get("content-type")
+        if content_type:
+            attributes["datacontenttype"] = content_type
     return _from_attributes(attributes, headers.get("traceparent"), headers.get("tracestate"))
 
 

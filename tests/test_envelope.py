@@ -5,8 +5,14 @@ import json
 
 import pytest
 
-from eventwire import Envelope, EnvelopeError
+from eventwire import App, Envelope, EnvelopeError, Stream
 from eventwire._envelope import decode_value, encode_value, parse_message
+from eventwire.server import EmbeddedServer
+from eventwire.testing import MemoryBroker, MemoryTransport, running
+from eventwire.transport import ConnectOptions, JetStreamTransport, Transport
+
+from .conftest import unique
+from .events import OrderCreated
 
 REQUIRED = {
     "ce-specversion": "1.0",
@@ -111,3 +117,56 @@ def test_structured_mode_with_json_data() -> None:
 def test_malformed_structured_event_is_an_envelope_error(body: bytes) -> None:
     with pytest.raises(EnvelopeError):
         parse_message({"Content-Type": "application/cloudevents+json"}, body)
+
+
+# What services written with other languages' CloudEvents libraries send (docs/interop.md).
+FOREIGN = {"ce-specversion": "1.0", "ce-id": "js-1", "ce-source": "/node", "ce-type": "shop.orders.v1.OrderCreated"}
+
+
+async def foreign_workload(transport: Transport) -> None:
+    """The three cases of docs/interop.md: an alias content type, only Content-Type, a time that is not one."""
+    name = unique("INTEROP")
+    app = App("interop")
+    received: list[str] = []
+
+    @app.handler(OrderCreated, stream=Stream(name, (f"{name}.>",)))
+    async def handle(order: OrderCreated) -> None:
+        received.append(order.order_id)
+
+    order = OrderCreated(order_id="o-1")
+    async with running(app, transport) as probe:
+        sends = [
+            ({**FOREIGN, "ce-datacontenttype": "application/x-protobuf"}, order.SerializeToString()),
+            ({**FOREIGN, "ce-id": "js-2", "Content-Type": "application/json"}, b'{"orderId": "o-2"}'),
+            ({**FOREIGN, "ce-id": "js-3", "ce-time": "yesterday"}, order.SerializeToString()),
+        ]
+        for headers, payload in sends:
+            await transport.publish(f"{name}.created", payload, {**headers, "Nats-Msg-Id": headers["ce-id"]}, timeout=5)
+        await probe.wait_until(lambda: len(probe.settlements) == 3)
+    outcomes = {s.ce_id: (s.outcome, s.reason) for s in probe.settlements}
+    assert received == ["o-1", "o-2"]
+    assert outcomes["js-3"][0] == "term"
+    assert "time 'yesterday' is not an RFC 3339 timestamp" in str(outcomes["js-3"][1])
+
+
+@pytest.mark.virtual_time
+async def test_events_from_other_languages_in_memory() -> None:
+    await foreign_workload(MemoryTransport(MemoryBroker()))
+
+
+async def test_events_from_other_languages_on_jetstream(jetstream_server: EmbeddedServer) -> None:
+    await foreign_workload(await JetStreamTransport.connect(ConnectOptions.from_url(jetstream_server.url)))
+
+
+@pytest.mark.parametrize(
+    "stamp", ["2026-12-01T16:50:47Z", "2026-12-01T16:50:47.224+01:00", "2026-12-01 16:50:47.123456789z"]
+)
+def test_rfc3339_times_are_accepted(stamp: str) -> None:
+    envelope, _ = parse_message({**FOREIGN, "ce-time": stamp}, b"")
+    assert envelope.time == stamp
+
+
+@pytest.mark.parametrize("stamp", ["yesterday", "2026-13-01T00:00:00Z", "2026-12-01T16:50:47", "1733071847"])
+def test_times_that_are_not_rfc3339_are_an_invalid_envelope(stamp: str) -> None:
+    with pytest.raises(EnvelopeError, match="is not an RFC 3339 timestamp"):
+        parse_message({**FOREIGN, "ce-time": stamp}, b"")

@@ -187,4 +187,3 @@ async def _first_at(nc: Client, stream: str, moment: datetime | None) -> int:
         info = await nc.jetstream().stream_info(stream)
         return info.state.last_seq + 1
     return int(found["message"]["seq"])
-

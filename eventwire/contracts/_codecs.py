@@ -92,7 +92,8 @@ class JsonCodec:
         return event
 
 
-_CODECS: dict[str, Codec] = {PROTOBUF: ProtobufCodec(), JSON: JsonCodec()}
+# application/x-protobuf: the name many libraries and gateways use for the same bytes.
+_CODECS: dict[str, Codec] = {PROTOBUF: ProtobufCodec(), "application/x-protobuf": ProtobufCodec(), JSON: JsonCodec()}
 
 
 def codec_for(content_type: str) -> Codec:
