@@ -177,10 +177,10 @@ def consumer_status(stream: str, info: Mapping[str, Any], thresholds: Thresholds
     paused_until = _time(config.get("pause_until")) if info.get("paused") else None
     if pending and paused_until is None:  # a paused durable delivers nothing on purpose
         age = last_delivery if last_delivery is not None else float("inf")
-        checks.append((f"no delivery for {_seconds(age)} while messages wait", age, thresholds.last_delivery))
+        checks.append((f"{_since(age, 'no delivery')} while messages wait", age, thresholds.last_delivery))
     if ack_pending:
         age = last_ack if last_ack is not None else float("inf")
-        checks.append((f"no ack for {_seconds(age)} while acks are outstanding", age, thresholds.last_ack))
+        checks.append((f"{_since(age, 'no ack')} while acks are outstanding", age, thresholds.last_ack))
     levels = [level]
     for problem, value, threshold in checks:
         found = threshold.level(value)
@@ -217,8 +217,8 @@ def _kind(config: Mapping[str, Any]) -> str:
     return "push" if config.get("deliver_subject") else "pull"
 
 
-def _seconds(value: float) -> str:
-    return "ever" if value == float("inf") else f"{value:.0f}s"
+def _since(age: float, what: str) -> str:
+    return f"{what} yet" if age == float("inf") else f"{what} for {age:.0f}s"
 
 
 async def read_status(nc: Client, thresholds: Thresholds | None = None) -> Status:
