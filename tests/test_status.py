@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import nats
+from sqlalchemy.ext.asyncio import AsyncSession, create_async_engine
 
 import eventwire
 from eventwire import App, ConnectOptions, Delivery, Outgoing, Reject, RetryPolicy, Stream
+from eventwire.outbox import Outbox, create_tables
 from eventwire.server import EmbeddedServer
 from eventwire.testing import running
 from eventwire.transport import JetStreamTransport
@@ -121,3 +124,20 @@ async def test_status_equals_the_servers_own_figures_and_its_exit_code_is_the_ve
     assert f"DLQ-{SERVICE}:1" in letters.stdout, letters.stdout
     (letter,) = json.loads(letters_json.stdout)
     assert (letter["id"], letter["reason"], letter["handler"]) == (f"DLQ-{SERVICE}:1", "rejected", "handle")
+
+
+async def test_status_reports_the_outbox_backlog_with_db(fresh_server: EmbeddedServer, tmp_path: Path) -> None:
+    url = f"sqlite+aiosqlite:///{tmp_path / 'orders.db'}"
+    engine = create_async_engine(url)
+    await create_tables(engine)
+    outbox = Outbox(source="/services/orders")
+    async with AsyncSession(engine) as session, session.begin():
+        for n in range(2):
+            await outbox.add(session, OrderCreated(order_id=f"o-{n}"), subject="orders.created")
+    await engine.dispose()
+    await asyncio.sleep(1.1)
+    report = await asyncio.to_thread(cli, "status", "--url", fresh_server.url, "--json", "--db", url)
+    shown = await asyncio.to_thread(cli, "status", "--url", fresh_server.url, "--db", url)
+    outbox_figures = json.loads(report.stdout)["outbox"]
+    assert outbox_figures["pending_rows"] == 2 and outbox_figures["oldest_age"] >= 1.0
+    assert re.search(r"outbox: 2 row\(s\) waiting, the oldest \d+s old", shown.stdout), shown.stdout
