@@ -50,6 +50,11 @@ _STEERING = (
 )
 
 
+def service_of_dead_letters(stream: str) -> str | None:
+    """The service whose default dead-letter stream ``stream`` is (see :func:`dead_letter_stream`)."""
+    return stream.removeprefix("DLQ-") if stream.startswith("DLQ-") else None
+
+
 def dead_letter_stream(service: str, *, max_age: float = DEFAULT_RETENTION, replicas: int = 1) -> Stream:
     """The default dead-letter stream of a service: ``DLQ-<service>`` on ``dlq.<service>.>``."""
     return Stream(

@@ -35,11 +35,11 @@ REQUIRED_ATTRIBUTES = ("specversion", "id", "source", "type")
 _KNOWN = frozenset((*_CORE, _CORRELATION, _CAUSATION, "specversion"))
 _ATTRIBUTE_NAME = re.compile(r"^[a-z0-9]{1,20}$")
 
-# Printable ASCII except space, '"' and '%' passes unchanged.
 _RFC3339 = re.compile(
     r"\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])[Tt ]([01]\d|2[0-3]):[0-5]\d:([0-5]\d|60)(\.\d+)?"
     r"([Zz]|[+-]([01]\d|2[0-3]):[0-5]\d)"
 )
+# Printable ASCII except space, '"' and '%' passes unchanged.
 _NEEDS_ENCODING = re.compile(r"[^\x21\x23\x24\x26-\x7e]")
 _SAFE = "".join(chr(c) for c in range(0x21, 0x7F) if chr(c) not in '"%')
 _BAD_ESCAPE = re.compile(r"%(?![0-9A-Fa-f]{2})")

@@ -15,11 +15,11 @@ from typing import Any, Literal
 
 from nats.aio.client import Client
 
+from ._dead_letters import service_of_dead_letters
 from ._errors import ConfigError, ServerError
 
 Level = Literal["ok", "warning", "critical"]
 LEVELS: tuple[Level, ...] = ("ok", "warning", "critical")
-DLQ_PREFIX = "DLQ-"
 
 
 @dataclass(frozen=True)
@@ -93,7 +93,7 @@ class StreamStatus:
     @property
     def dead_letters_of(self) -> str | None:
         """The service whose dead letters this stream holds, if it is a dead-letter stream."""
-        return self.name.removeprefix(DLQ_PREFIX) if self.name.startswith(DLQ_PREFIX) else None
+        return service_of_dead_letters(self.name)
 
 
 @dataclass(frozen=True)
@@ -113,23 +113,43 @@ class Status:
         return LEVELS.index(self.level)
 
 
-async def _api(nc: Client, subject: str, request: Mapping[str, Any] | None = None) -> dict[str, Any]:
+async def js_api(nc: Client, subject: str, request: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """One JetStream API request, its JSON answer; an error answer is a ServerError."""
     reply = await nc.request(subject, json.dumps(request or {}).encode(), timeout=5)
     answer: dict[str, Any] = json.loads(reply.data)
     error = answer.get("error")
     if error:
-        raise ServerError(f"{subject}: {error.get('description', error)} (error {error.get('err_code', '?')})")
+        raise ServerError(f"{error.get('description', error)} (error {error.get('err_code', '?')})")
     return answer
 
 
-async def _paged(nc: Client, subject: str, key: str) -> list[dict[str, Any]]:
+@dataclass(frozen=True)
+class Listing:
+    items: list[dict[str, Any]]
+    unanswered: list[str]  # in the server's count, but offline or silent (a cluster's leader not answering)
+
+
+async def list_all(nc: Client, subject: str, key: str) -> Listing:
+    """Every page of a ``...LIST`` request. The server counts what did not answer in ``total`` but leaves
+    it out of the page (naming it in ``missing`` or ``offline``): the next page starts after the page's
+    ``limit``, not after what came back."""
     items: list[dict[str, Any]] = []
+    unanswered: list[str] = []
+    offset = 0
     while True:
-        page = await _api(nc, subject, {"offset": len(items)})
-        found = page.get(key) or []
-        items.extend(found)
-        if not found or len(items) >= page.get("total", 0):
-            return items
+        page = await js_api(nc, subject, {"offset": offset})
+        items.extend(page.get(key) or [])
+        unanswered.extend(page.get("missing") or [])
+        unanswered.extend(page.get("offline") or {})
+        limit = int(page.get("limit") or 0)
+        offset = int(page.get("offset") or 0) + limit
+        if limit <= 0 or offset >= int(page.get("total") or 0):
+            return Listing(items, unanswered)
+
+
+async def consumers_of(nc: Client, stream: str) -> list[dict[str, Any]]:
+    """The info of every consumer of ``stream``, past the first page."""
+    return (await list_all(nc, f"$JS.API.CONSUMER.LIST.{stream}", "consumers")).items
 
 
 def _time(text: str | None) -> datetime | None:
@@ -157,7 +177,9 @@ def _cluster_problems(cluster: Mapping[str, Any] | None, replicas: int) -> tuple
     return leader, [], "ok"
 
 
-def consumer_status(stream: str, info: Mapping[str, Any], thresholds: Thresholds, now: datetime) -> ConsumerStatus:
+def consumer_status(
+    stream: str, info: Mapping[str, Any], thresholds: Thresholds, now: datetime, stream_replicas: int = 1
+) -> ConsumerStatus:
     config = info.get("config", {})
     name = info.get("name") or config.get("durable_name") or config.get("name", "?")
     single = config.get("filter_subject")
@@ -165,9 +187,12 @@ def consumer_status(stream: str, info: Mapping[str, Any], thresholds: Thresholds
     delivered, ack_floor = info.get("delivered", {}), info.get("ack_floor", {})
     pending, ack_pending = int(info.get("num_pending", 0)), int(info.get("num_ack_pending", 0))
     redelivered, waiting = int(info.get("num_redelivered", 0)), int(info.get("num_waiting", 0))
+    # The server keeps these times in memory: after a restart, a leader change or a reset they are
+    # unknown, and the consumer's own age (or the delivery's, for acks) stands in for them.
     last_delivery, last_ack = _age(delivered.get("last_active"), now), _age(ack_floor.get("last_active"), now)
+    since_created = _age(info.get("created"), now)
     pinned = tuple(g["pinned_client_id"] for g in info.get("priority_groups") or [] if g.get("pinned_client_id"))
-    replicas = int(config.get("num_replicas") or 0)
+    replicas = int(config.get("num_replicas") or 0) or stream_replicas  # 0: as many as its stream
     leader, problems, level = _cluster_problems(info.get("cluster"), replicas)
     checks: list[tuple[str, float, Threshold]] = [
         (f"{pending} pending", pending, thresholds.pending),
@@ -176,18 +201,18 @@ def consumer_status(stream: str, info: Mapping[str, Any], thresholds: Thresholds
     ]
     paused_until = _time(config.get("pause_until")) if info.get("paused") else None
     if pending and paused_until is None:  # a paused durable delivers nothing on purpose
-        age = last_delivery if last_delivery is not None else float("inf")
-        checks.append((f"{_since(age, 'no delivery')} while messages wait", age, thresholds.last_delivery))
+        age = _first_known(last_delivery, since_created)
+        checks.append((f"no delivery for {age:.0f}s while messages wait", age, thresholds.last_delivery))
     if ack_pending:
-        age = last_ack if last_ack is not None else float("inf")
-        checks.append((f"{_since(age, 'no ack')} while acks are outstanding", age, thresholds.last_ack))
+        age = _first_known(last_ack, last_delivery, since_created)
+        checks.append((f"no ack for {age:.0f}s while acks are outstanding", age, thresholds.last_ack))
     levels = [level]
     for problem, value, threshold in checks:
         found = threshold.level(value)
         if found != "ok":
             problems.append(problem)
             levels.append(found)
-    if pending and not waiting and paused_until is None and "push" not in _kind(config):
+    if pending and not waiting and paused_until is None and not config.get("deliver_subject"):  # a pull consumer
         problems.append("no client is pulling")
         levels.append("warning")
     if paused_until is not None:
@@ -213,12 +238,8 @@ def consumer_status(stream: str, info: Mapping[str, Any], thresholds: Thresholds
     )
 
 
-def _kind(config: Mapping[str, Any]) -> str:
-    return "push" if config.get("deliver_subject") else "pull"
-
-
-def _since(age: float, what: str) -> str:
-    return f"{what} yet" if age == float("inf") else f"{what} for {age:.0f}s"
+def _first_known(*ages: float | None) -> float:
+    return next((age for age in ages if age is not None), 0.0)
 
 
 async def read_status(nc: Client, thresholds: Thresholds | None = None) -> Status:
@@ -226,12 +247,19 @@ async def read_status(nc: Client, thresholds: Thresholds | None = None) -> Statu
     thresholds = thresholds or Thresholds()
     now = datetime.now(UTC)
     streams = []
-    for info in sorted(await _paged(nc, "$JS.API.STREAM.LIST", "streams"), key=lambda s: s["config"]["name"]):
+    listing = await list_all(nc, "$JS.API.STREAM.LIST", "streams")
+    for name in sorted(listing.unanswered):
+        problem = "did not answer: offline, or no leader"
+        streams.append(StreamStatus(name, (), 0, 0, 0, 0, 0, None, "critical", (problem,)))
+    for info in sorted(listing.items, key=lambda s: s["config"]["name"]):
         config, state = info["config"], info.get("state", {})
         name = config["name"]
         replicas = int(config.get("num_replicas") or 1)
         leader, problems, level = _cluster_problems(info.get("cluster"), replicas)
-        consumers = await _paged(nc, f"$JS.API.CONSUMER.LIST.{name}", "consumers")
+        consumers = await list_all(nc, f"$JS.API.CONSUMER.LIST.{name}", "consumers")
+        if consumers.unanswered:
+            problems.append(f"consumers did not answer: {', '.join(sorted(consumers.unanswered))}")
+            level = "critical"
         streams.append(
             StreamStatus(
                 name=name,
@@ -245,7 +273,8 @@ async def read_status(nc: Client, thresholds: Thresholds | None = None) -> Statu
                 level=level,
                 problems=tuple(problems),
                 consumers=tuple(
-                    consumer_status(name, c, thresholds, now) for c in sorted(consumers, key=lambda c: c["name"])
+                    consumer_status(name, c, thresholds, now, replicas)
+                    for c in sorted(consumers.items, key=lambda c: c["name"])
                 ),
             )
         )

@@ -191,8 +191,9 @@ async def recipients(js: JetStreamContext, stream: str, subject: str) -> list[st
     for info in await js.consumers_info(stream):
         config = info.config
         filters = config.filter_subjects or ([config.filter_subject] if config.filter_subject else [])
-        if info.name and (not filters or any(subject_matches(pattern, subject) for pattern in filters)):
-            names.append(info.name)
+        durable = config.durable_name  # an ephemeral consumer (a running `eventwire tail`) is nobody's handler
+        if durable and (not filters or any(subject_matches(pattern, subject) for pattern in filters)):
+            names.append(durable)
     return sorted(names)
 
 

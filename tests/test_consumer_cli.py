@@ -10,6 +10,7 @@ from types import SimpleNamespace
 
 import pytest
 import typer
+from nats.aio.client import ServerVersion
 
 from eventwire import App, ConnectOptions, Delivery, Outgoing, Stream
 from eventwire.cli._consumer import PAUSE_SINCE, RESET_SINCE, require_version
@@ -75,7 +76,7 @@ async def test_pause_holds_deliveries_resume_restarts_them_reset_replays_from_a_
 
 def test_an_older_server_is_named_instead_of_a_silent_request(capsys: pytest.CaptureFixture[str]) -> None:
     """Only nats-server 2.15 is at hand here: the version check is tested on the version a server reports."""
-    older = SimpleNamespace(_server_info={"version": "2.10.22"})
+    older = SimpleNamespace(connected_server_version=ServerVersion("2.10.22"))
     for needed, what in ((PAUSE_SINCE, "pausing a consumer"), (RESET_SINCE, "resetting a consumer")):
         with pytest.raises(typer.Exit) as stopped:
             require_version(older, needed, what)  # type: ignore[arg-type]

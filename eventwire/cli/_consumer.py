@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import re
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
@@ -18,6 +17,7 @@ import typer
 from nats.aio.client import Client
 
 from .._errors import ServerError
+from .._status import consumers_of, js_api, list_all
 from ..transport import JetStreamTransport
 from ._connect import ConnectionFlags, fail, with_connection
 from ._dlq import parse_time
@@ -35,41 +35,33 @@ _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd])$")
 _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 
-def server_version(nc: Client) -> tuple[int, int, int]:
-    found = re.match(r"(\d+)\.(\d+)\.(\d+)", str(nc._server_info.get("version", "0.0.0")))
-    return (int(found[1]), int(found[2]), int(found[3])) if found else (0, 0, 0)
-
-
 def require_version(nc: Client, needed: tuple[int, int, int], what: str) -> None:
-    version = server_version(nc)
+    reported = nc.connected_server_version
+    version = (reported.major, reported.minor, reported.patch)
     if version < needed:
         shown = ".".join(map(str, version))
         fail(f"{what} needs nats-server {'.'.join(map(str, needed))} or later; this server is {shown}")
 
 
-async def _api(nc: Client, subject: str, request: dict[str, Any]) -> dict[str, Any]:
-    reply = await nc.request(subject, json.dumps(request).encode(), timeout=5)
-    answer: dict[str, Any] = json.loads(reply.data)
-    error = answer.get("error")
-    if error:
-        raise ServerError(f"{error.get('description', error)} (error {error.get('err_code', '?')})")
-    return answer
-
-
 async def find_stream(nc: Client, durable: str, stream: str | None) -> str:
+    """The stream holding ``durable``: ``stream`` when it does, else the only one that does."""
     if stream is not None:
+        try:
+            await js_api(nc, f"$JS.API.CONSUMER.INFO.{stream}.{durable}")
+        except ServerError as exc:
+            fail(f"{stream} / {durable}: {exc}")
         return stream
-    js = nc.jetstream()
+    streams = (await list_all(nc, "$JS.API.STREAM.LIST", "streams")).items
     holding = [
-        info.config.name
-        for info in await js.streams_info()
-        if info.config.name and durable in {c.name for c in await js.consumers_info(info.config.name)}
+        info["config"]["name"]
+        for info in streams
+        if durable in {c["name"] for c in await consumers_of(nc, info["config"]["name"])}
     ]
     if not holding:
         fail(f"no stream has a durable {durable!r}")
     if len(holding) > 1:
         fail(f"durable {durable!r} exists on {', '.join(holding)}: choose one with --stream")
-    return holding[0]
+    return str(holding[0])
 
 
 def _run(connection: ConnectionFlags, work: Callable[[Client], Awaitable[T]]) -> T:
@@ -112,7 +104,7 @@ def pause(
     async def work(nc: Client) -> dict[str, Any]:
         require_version(nc, PAUSE_SINCE, "pausing a consumer")
         name = await find_stream(nc, durable, stream)
-        return await _api(nc, f"$JS.API.CONSUMER.PAUSE.{name}.{durable}", {"pause_until": _rfc3339(resume_at)})
+        return await js_api(nc, f"$JS.API.CONSUMER.PAUSE.{name}.{durable}", {"pause_until": _rfc3339(resume_at)})
 
     answer = _run(connection, work)
     typer.echo(f"{durable}: paused until {answer.get('pause_until', _rfc3339(resume_at))}")
@@ -137,7 +129,7 @@ def resume(durable: Durable, connection: ConnectionFlags, stream: StreamOption =
     async def work(nc: Client) -> dict[str, Any]:
         require_version(nc, PAUSE_SINCE, "resuming a consumer")
         name = await find_stream(nc, durable, stream)
-        return await _api(nc, f"$JS.API.CONSUMER.PAUSE.{name}.{durable}", {})
+        return await js_api(nc, f"$JS.API.CONSUMER.PAUSE.{name}.{durable}", {})
 
     answer = _run(connection, work)
     typer.echo(f"{durable}: {'still paused' if answer.get('paused') else 'resumed'}")
@@ -167,20 +159,22 @@ def reset(
     async def work(nc: Client) -> tuple[str, int]:
         require_version(nc, RESET_SINCE, "resetting a consumer")
         name = await find_stream(nc, durable, stream)
-        sequence = to_sequence if to_sequence is not None else await _first_at(nc, name, start_time)
-        answer = await _api(nc, f"$JS.API.CONSUMER.RESET.{name}.{durable}", {"seq": sequence})
+        if to_sequence is not None:
+            sequence = to_sequence
+        else:
+            assert start_time is not None  # one of the two was given: checked above
+            sequence = await _first_at(nc, name, start_time)
+        answer = await js_api(nc, f"$JS.API.CONSUMER.RESET.{name}.{durable}", {"seq": sequence})
         return name, int(answer.get("reset_seq", sequence))
 
     name, sequence = _run(connection, work)
     typer.echo(f"{durable} on {name}: reset, delivering again from stream sequence {sequence}")
 
 
-async def _first_at(nc: Client, stream: str, moment: datetime | None) -> int:
+async def _first_at(nc: Client, stream: str, moment: datetime) -> int:
     """The sequence of the first message stored at or after ``moment`` (one past the last when there is none)."""
-    if moment is None:
-        raise ValueError("a time is needed")
     try:
-        found = await _api(nc, f"$JS.API.STREAM.MSG.GET.{stream}", {"start_time": _rfc3339(moment)})
+        found = await js_api(nc, f"$JS.API.STREAM.MSG.GET.{stream}", {"start_time": _rfc3339(moment)})
     except ServerError as exc:
         if "no message found" not in str(exc).lower():
             raise

@@ -61,11 +61,12 @@ async def missing_tables(engine: AsyncEngine, names: tuple[str, ...]) -> list[st
         async with engine.connect() as conn:
             present = set(await conn.run_sync(lambda sync: inspect(sync).get_table_names()))
     except (DBAPIError, OSError) as exc:
-        fail(f"--db {redact_url(str(engine.url))}: cannot connect: {_first_line(exc)}")
+        fail(f"--db {redact_url(str(engine.url))}: cannot connect: {first_line(exc)}")
     return [name for name in names if name not in present]
 
 
-def _first_line(exc: BaseException) -> str:
+def first_line(exc: BaseException) -> str:
+    """What a database error says, in one line, without SQLAlchemy's wrapping."""
     cause = getattr(exc, "orig", None) or exc
     text = str(cause).strip().splitlines()
     kind = type(cause).__name__

@@ -6,18 +6,22 @@ import asyncio
 import contextlib
 import dataclasses
 import signal
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from .._connect_options import redact_url
 from .._errors import ConfigError
 from .._status import Status, Threshold, Thresholds, read_status, status_json
 from ..transport import JetStreamTransport
 from ._connect import ConnectionFlags, fail, with_connection
-from ._db import open_engine
+from ._db import first_line, missing_tables, open_engine
 from ._output import print_json, table_console
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
 
 _STYLE = {"ok": "green", "warning": "yellow", "critical": "bold red"}
 _DEFAULTS = Thresholds()
@@ -94,6 +98,22 @@ def render(status: Status, console: Console) -> None:
     console.print(f"[{_STYLE[status.level]}]{status.level}[/]")
 
 
+async def outbox_backlog(engine: AsyncEngine) -> tuple[int, float | None]:
+    """Rows waiting and the oldest one's age; a database without the tables, or failing, is one line."""
+    from sqlalchemy.exc import DBAPIError
+
+    from ..outbox import OutboxRelay
+    from ..outbox import metadata as outbox_metadata
+
+    missing = await missing_tables(engine, tuple(outbox_metadata.tables))
+    if missing:
+        fail(f"--db {redact_url(str(engine.url))} has no outbox tables ({', '.join(missing)})")
+    try:
+        return await OutboxRelay(engine).backlog()
+    except DBAPIError as exc:
+        fail(f"--db {redact_url(str(engine.url))}: {first_line(exc)}")
+
+
 def status(
     connection: ConnectionFlags,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON document instead of tables.")] = False,
@@ -136,9 +156,7 @@ def status(
     async def snapshot(transport: JetStreamTransport) -> Status:
         found = await read_status(transport.nc, thresholds)
         if engine is not None:
-            from ..outbox import OutboxRelay
-
-            found = dataclasses.replace(found, outbox=await OutboxRelay(engine).backlog())
+            found = dataclasses.replace(found, outbox=await outbox_backlog(engine))
         return found
 
     def show(found: Status) -> None:

@@ -22,7 +22,7 @@ from nats.aio.msg import Msg
 from nats.js import api
 from nats.js.client import JetStreamContext
 
-from .._envelope import parse_binary
+from .._envelope import parse_message
 from .._errors import EnvelopeError
 from ..transport import JetStreamTransport
 from ._connect import ConnectionFlags, fail, with_connection
@@ -76,10 +76,11 @@ def line_of(msg: Msg) -> dict[str, Any]:
     headers = msg.headers or {}
     ce_type: str | None = None
     ce_id = key = content_type = None
+    data = msg.data
     with contextlib.suppress(EnvelopeError):  # not an eventwire event: shown raw
-        envelope = parse_binary(headers)
+        envelope, data = parse_message(headers, msg.data)
         ce_type, ce_id, key, content_type = envelope.type, envelope.id, envelope.subject, envelope.datacontenttype
-    payload, note = decoded(ce_type, content_type, msg.data)
+    payload, note = decoded(ce_type, content_type, data)
     meta = msg.metadata
     return {
         "time": meta.timestamp.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
@@ -88,7 +89,7 @@ def line_of(msg: Msg) -> dict[str, Any]:
         "ce_type": ce_type,
         "ce_id": ce_id,
         "key": key,
-        "payload": payload if payload is not None else msg.data.hex(),
+        "payload": payload if payload is not None else data.hex(),
         **({"note": note} if note is not None else {}),
     }
 
@@ -156,20 +157,14 @@ def tail(
             try:
                 await stop.wait()
             finally:
-                deliver_subject = subscription._sub.subject  # the consumer's current one, after any reset
                 await subscription.unsubscribe()
-                await _delete_ours(js, stream, deliver_subject)
+                with contextlib.suppress(nats.errors.Error):
+                    # nats-py keeps the name current when it recreates the consumer after a gap.
+                    await js.delete_consumer(stream, subscription._consumer)
         finally:
             await transport.close()
 
     asyncio.run(main())
-
-
-async def _delete_ours(js: JetStreamContext, stream: str, deliver_subject: str) -> None:
-    with contextlib.suppress(nats.errors.Error):
-        for info in await js.consumers_info(stream):
-            if info.config.deliver_subject == deliver_subject and info.name:
-                await js.delete_consumer(stream, info.name)
 
 
 tail_command = with_connection()(tail)
