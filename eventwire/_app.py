@@ -9,7 +9,7 @@ import os
 import signal
 from collections.abc import Callable, Sequence
 from types import TracebackType
-from typing import Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 from google.protobuf.message import Message
 
@@ -25,10 +25,13 @@ from ._streams import Durable, Stream, check_name, check_subject, subject_matche
 from ._tracing import tracing_on
 from .contracts import PROTOBUF, EventRegistry
 from .middleware import settlement_chain
-from .observability import HealthServer, ServiceMetrics
+from .observability import ServiceMetrics
 from .observability._metrics import metrics_observer
 from .observability._poll import poll_metrics
 from .observability._tracing import tracing_observer
+
+if TYPE_CHECKING:
+    from .observability._health import HealthServer
 from .server import EmbeddedServer
 from .transport import JetStreamTransport, Transport
 
@@ -298,6 +301,8 @@ class App:
             raise RuntimeError(f"App {self.name!r} is running: enable metrics before it starts")
         self._metrics_on = True
         if port is not None:
+            from .observability._health import HealthServer
+
             self._health = HealthServer([self.readiness], [self.liveness], port=port, host=host)
 
     def add_listener(self, listener: SettlementListener) -> None:
