@@ -175,10 +175,7 @@ class JetStreamTransport:
             max_msg_size=stream.max_msg_size or -1,
             max_msgs=stream.max_msgs or -1,
             max_bytes=stream.max_bytes or -1,
-            allow_batched=stream.allow_batched or None,  # unset, not false: older servers know neither
-            allow_atomic=stream.allow_atomic or None,
         )
-        self._check_server_supports(stream)
         try:
             info = await self._api(stream.name, "info", self._js.stream_info(stream.name))
         except nats.js.errors.NotFoundError:
@@ -208,20 +205,6 @@ class JetStreamTransport:
         except nats.js.errors.APIError as exc:
             raise _refused(stream, ", ".join(differences), exc) from exc
         logger.info("updated stream %s: %s", stream.name, ", ".join(differences))
-
-    def _check_server_supports(self, stream: Stream) -> None:
-        reported = self.nc.connected_server_version
-        version = (reported.major, reported.minor, reported.patch)
-        for name, wanted, since in (
-            ("allow_batched", stream.allow_batched, (2, 14, 0)),
-            ("allow_atomic", stream.allow_atomic, (2, 12, 0)),
-        ):
-            if wanted and version < since:
-                raise StreamConfigError(
-                    stream.name,
-                    name,
-                    f"needs nats-server {_dotted(since)} or later; this one is {_dotted(version)}",
-                )
 
     async def ensure_durable(self, durable: Durable) -> None:
         wanted = api.ConsumerConfig(
@@ -376,21 +359,12 @@ def _plain(value: object) -> str:
     return str(getattr(value, "value", value))
 
 
-def _dotted(version: tuple[int, ...]) -> str:
-    return ".".join(map(str, version))
-
-
 def _stream_differences(current: api.StreamConfig, wanted: api.StreamConfig) -> list[str]:
     differences = []
     if sorted(current.subjects or []) != sorted(wanted.subjects or []):
         differences.append("subjects")
     exact = ("num_replicas", "max_msg_size", "max_msgs", "max_bytes", "description")
     differences += [name for name in exact if getattr(current, name) != getattr(wanted, name)]
-    differences += [
-        name
-        for name in ("allow_batched", "allow_atomic")
-        if bool(getattr(current, name)) != bool(getattr(wanted, name))
-    ]
     durations = ("duplicate_window", "max_age")
     differences += [
         name
