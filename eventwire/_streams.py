@@ -67,6 +67,8 @@ class Stream:
 
     Durations are in seconds; ``None`` means unlimited. The defaults are the
     production ones: file storage, limits retention, a 2-minute duplicate window.
+    ``allow_batched`` turns on fast-ingest batch publishing (nats-server 2.14 or later),
+    ``allow_atomic`` atomic batches (2.12 or later).
     """
 
     name: str
@@ -79,6 +81,8 @@ class Stream:
     max_msg_size: int | None = None
     max_msgs: int | None = None
     max_bytes: int | None = None
+    allow_batched: bool = False
+    allow_atomic: bool = False
     description: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:

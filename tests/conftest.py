@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -17,6 +18,18 @@ from eventwire.transport import ConnectOptions, JetStreamTransport
 from .secured import Secured
 
 pytest_plugins = ["pytester"]
+
+
+@pytest.fixture(autouse=True)
+def root_logger_restored() -> Iterator[None]:
+    """CLI commands run in-process configure the root logger; later tests must not inherit that."""
+    root = logging.getLogger()
+    before, level = set(root.handlers), root.level
+    yield
+    for handler in list(root.handlers):
+        if type(handler) is logging.StreamHandler and handler not in before:  # configure_logging's, on a dead stream
+            root.removeHandler(handler)
+    root.setLevel(level)
 
 
 @pytest.fixture

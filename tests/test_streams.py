@@ -5,6 +5,7 @@ from typing import Any
 
 import pytest
 from nats.aio.client import Client as NatsClient
+from nats.aio.client import ServerVersion
 
 from eventwire import App, ConfigError, Stream, StreamConfigError
 from eventwire._streams import Durable
@@ -137,3 +138,33 @@ async def test_more_replicas_than_a_single_server_holds_names_the_field(transpor
     assert str(caught.value) == (
         f"stream '{name}': replicas: declared 3, but the server is not clustered and holds one (use replicas=1 there)"
     )
+
+
+async def test_batch_publishing_is_declared_on_the_stream(
+    transport: JetStreamTransport, raw_nc: NatsClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    name = unique("S")
+    await transport.ensure_stream(Stream(name, (f"{name}.>",)))
+    await transport.ensure_stream(Stream(name, (f"{name}.>",), allow_batched=True, allow_atomic=True))
+    enabled = (await raw_nc.jetstream().stream_info(name)).config
+    caplog.clear()
+    with caplog.at_level("INFO", logger="eventwire.transport"):
+        await transport.ensure_stream(Stream(name, (f"{name}.>",), allow_batched=True, allow_atomic=True))
+        redeclared = list(caplog.messages)
+        await transport.ensure_stream(Stream(name, (f"{name}.>",)))
+    disabled = (await raw_nc.jetstream().stream_info(name)).config
+    assert (enabled.allow_batched, enabled.allow_atomic) == (True, True)
+    assert not any("updated stream" in m for m in redeclared)  # declared as it is: left alone
+    assert f"updated stream {name}: allow_batched, allow_atomic" in caplog.messages
+    assert not disabled.allow_batched and not disabled.allow_atomic
+
+
+async def test_batch_publishing_on_an_older_server_names_the_field_and_the_version(
+    transport: JetStreamTransport, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(type(transport.nc), "connected_server_version", property(lambda _: ServerVersion("2.13.2")))
+    name = unique("S")
+    refused = r"allow_batched.*needs nats-server 2\.14\.0 or later; this one is 2\.13\.2"
+    with pytest.raises(StreamConfigError, match=refused):
+        await transport.ensure_stream(Stream(name, (f"{name}.>",), allow_batched=True))
+    await transport.ensure_stream(Stream(name, (f"{name}.>",), allow_atomic=True))  # 2.12 is enough for atomic

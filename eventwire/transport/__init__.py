@@ -1,12 +1,27 @@
 """Transports: the JetStream one for production, an in-memory one for tests (same semantics)."""
 
 from .._connect_options import ConnectOptions
-from ._protocol import DurableState, InboundMessage, MessageSource, PublishAck, TransientPublishFailure, Transport
+from ._protocol import (
+    BatchMessage,
+    BatchRefusal,
+    BatchTarget,
+    DurableState,
+    FastBatchResult,
+    InboundMessage,
+    MessageSource,
+    PublishAck,
+    TransientPublishFailure,
+    Transport,
+)
 from .jetstream import JetStreamTransport
 
 __all__ = [
+    "BatchMessage",
+    "BatchRefusal",
+    "BatchTarget",
     "ConnectOptions",
     "DurableState",
+    "FastBatchResult",
     "InboundMessage",
     "JetStreamTransport",
     "MessageSource",

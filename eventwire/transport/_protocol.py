@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
-from .._errors import EventwireError
+from .._errors import EventwireError, PublishError, WrongLastSequence
 from .._streams import Durable, Stream
 
 
@@ -29,8 +29,84 @@ class DurableState:
     num_pending: int
 
 
+@dataclass(frozen=True, slots=True)
+class BatchRefusal:
+    """The server's error for one message of a batch (its index) or for the batch as a whole (None)."""
+
+    index: int | None
+    code: int
+    err_code: int
+    description: str
+
+    @property
+    def batching_disabled(self) -> bool:
+        """The stream does not take fast-ingest batches (its ``allow_batched`` is off)."""
+        return self.err_code == _BATCH_PUBLISH_DISABLED
+
+    @property
+    def error(self) -> Exception:
+        return refusal_error(self.code, self.err_code, self.description)
+
+
+@dataclass(frozen=True, slots=True)
+class FastBatchResult:
+    """How far one batch got.
+
+    The first ``settled`` messages are persisted or were dropped as duplicates;
+    ``last_sequence`` is the stream sequence of the last one stored (None when
+    none was). ``first_duplicate`` is the stored sequence when message 1 was a
+    known msg id (the server then ends the batch at once). Of the messages after
+    ``settled``, none is stored when ``refusal`` names one of them; when
+    ``unknown`` is set the batch broke off (lost server, silence) and some may be.
+    ``not_batched`` means the server treated message 1 as an ordinary publish:
+    it has no fast path, and ``ordinary_ack`` is that message's PubAck.
+    """
+
+    settled: int
+    last_sequence: int | None = None
+    first_duplicate: int | None = None
+    refusal: BatchRefusal | None = None
+    unknown: str | None = None
+    not_batched: dict[str, Any] | None = None
+
+
+BatchMessage = tuple[str, bytes, dict[str, str]]
+
+
+class BatchTarget(Protocol):
+    """A stream that takes fast-ingest batches (nats-server 2.14+, ``allow_batched``)."""
+
+    @property
+    def stream(self) -> str: ...
+
+    async def last_sequence(self) -> int:
+        """The sequence of the newest message the stream holds (0 when it never held one)."""
+
+    async def send(self, messages: list[BatchMessage], *, flow: int, stall_timeout: float) -> FastBatchResult:
+        """Send ``messages`` as one batch; the result says how far it got."""
+
+    async def stored_msg_ids(self, first: int, last: int) -> dict[str, int]:
+        """``Nats-Msg-Id`` to sequence of the messages the stream holds from ``first`` to ``last``."""
+
+
 class TransientPublishFailure(Exception):
     """A publish attempt failed in a way that a retry with the same msg id may fix."""
+
+
+_WRONG_LAST_SEQUENCE = 10071
+# A retry reached the stream leader while the first attempt with the same msg id is still being
+# replicated: the event will be stored, and the next retry gets its ack (duplicate=True).
+_DUPLICATE_IN_PROCESS = 10158
+_BATCH_PUBLISH_DISABLED = 10205
+
+
+def refusal_error(code: int, err_code: int, description: str) -> Exception:
+    """JetStream's error answer to a publish: transient (503, 429, in process) or the typed refusal."""
+    if err_code == _WRONG_LAST_SEQUENCE:
+        return WrongLastSequence(description)
+    if code in (503, 429) or err_code == _DUPLICATE_IN_PROCESS:
+        return TransientPublishFailure(f"JetStream: {description}")
+    return PublishError(f"JetStream refused the message ({code}/{err_code}): {description}")
 
 
 class InboundMessage(Protocol):
@@ -109,6 +185,9 @@ class Transport(Protocol):
     async def publish_async(
         self, subject: str, payload: bytes, headers: dict[str, str]
     ) -> asyncio.Future[PublishAck]: ...
+
+    async def batch_target(self, subject: str) -> BatchTarget | None:
+        """Where ``subject``'s stream takes fast-ingest batches; None sends it on the pipelined path."""
 
     async def pull(
         self,

@@ -18,23 +18,31 @@ from nats.js import api
 
 from .._connect_options import ConnectOptions
 from .._connection import ConnectionState, connect
-from .._errors import EventwireError, PermissionDenied, PublishError, StreamConfigError, WrongLastSequence
+from .._errors import EventwireError, PermissionDenied, StreamConfigError
 from .._nats_client import EventwireClient
-from .._streams import Durable, Stream
-from ._protocol import DurableState, InboundMessage, PublishAck, TransientPublishFailure
+from .._streams import Durable, Stream, subject_matches
+from ._fast_ingest import FastIngest
+from ._protocol import (
+    BatchMessage,
+    DurableState,
+    FastBatchResult,
+    InboundMessage,
+    PublishAck,
+    TransientPublishFailure,
+    refusal_error,
+)
 from ._pull import JetStreamPull
 
 logger = logging.getLogger("eventwire.transport")
 
-_WRONG_LAST_SEQUENCE = 10071
-# A retry reached the stream leader while the first attempt with the same msg id is still being
-# replicated: the event will be stored, and the next retry gets its ack (duplicate=True).
-_DUPLICATE_IN_PROCESS = 10158
 _NOT_CLUSTERED = 10074
 _NO_PLACEMENT = 10005
 _RETRYABLE_STATUS = "503"
 # Servers older than these carry known data-loss and security bugs (DESIGN §10).
 _MIN_PATCH = {(2, 11): 15, (2, 12): 6}
+_FAST_INGEST_SINCE = (2, 14, 0)
+_ATOMIC_SINCE = (2, 12, 0)
+_MAX_CACHED_SUBJECTS = 10_000
 T = TypeVar("T")
 
 
@@ -53,16 +61,8 @@ def _parse_ack(data: bytes) -> PublishAck:
     response = json.loads(data)
     error = response.get("error")
     if error is not None:
-        raise _api_error(error.get("code", 0), error.get("err_code", 0), error.get("description", ""))
+        raise refusal_error(error.get("code", 0), error.get("err_code", 0), error.get("description", ""))
     return PublishAck(response["stream"], response["seq"], bool(response.get("duplicate", False)))
-
-
-def _api_error(code: int, err_code: int, description: str) -> Exception:
-    if err_code == _WRONG_LAST_SEQUENCE:
-        return WrongLastSequence(description)
-    if code == 503 or err_code == _DUPLICATE_IN_PROCESS:
-        return TransientPublishFailure(f"JetStream: {description}")
-    return PublishError(f"JetStream refused the message ({code}/{err_code}): {description}")
 
 
 class JetStreamTransport:
@@ -86,6 +86,11 @@ class JetStreamTransport:
         self._ack_futures: dict[str, tuple[asyncio.Future[PublishAck], str]] = {}
         self._ack_tokens = itertools.count()
         self._acks_refused: PermissionDenied | None = None
+        self._fast_ingest = FastIngest(nc)
+        # What this connection knows of streams' fast path: declared subjects, and allow_batched per stream.
+        self._stream_subjects: dict[str, tuple[str, ...]] = {}
+        self._batched: dict[str, bool] = {}
+        self._stream_of_subject: dict[str, str | None] = {}
         nc.on_denial(self._on_denial)
         if state is not None:
             state.reconnect_listeners.append(self._on_reconnected)
@@ -175,7 +180,13 @@ class JetStreamTransport:
             max_msg_size=stream.max_msg_size or -1,
             max_msgs=stream.max_msgs or -1,
             max_bytes=stream.max_bytes or -1,
+            allow_batched=stream.allow_batched or None,  # unset, not false: older servers know neither
+            allow_atomic=stream.allow_atomic or None,
         )
+        self._check_server_supports(stream)
+        self._stream_subjects[stream.name] = tuple(stream.subjects)
+        self._batched[stream.name] = stream.allow_batched
+        self._stream_of_subject.clear()
         try:
             info = await self._api(stream.name, "info", self._js.stream_info(stream.name))
         except nats.js.errors.NotFoundError:
@@ -205,6 +216,23 @@ class JetStreamTransport:
         except nats.js.errors.APIError as exc:
             raise _refused(stream, ", ".join(differences), exc) from exc
         logger.info("updated stream %s: %s", stream.name, ", ".join(differences))
+
+    def _server_version(self) -> tuple[int, int, int]:
+        reported = self.nc.connected_server_version
+        return (reported.major, reported.minor, reported.patch)
+
+    def _check_server_supports(self, stream: Stream) -> None:
+        version = self._server_version()
+        for name, wanted, since in (
+            ("allow_batched", stream.allow_batched, _FAST_INGEST_SINCE),
+            ("allow_atomic", stream.allow_atomic, _ATOMIC_SINCE),
+        ):
+            if wanted and version < since:
+                raise StreamConfigError(
+                    stream.name,
+                    name,
+                    f"needs nats-server {_dotted(since)} or later; this one is {_dotted(version)}",
+                )
 
     async def ensure_durable(self, durable: Durable) -> None:
         wanted = api.ConsumerConfig(
@@ -279,6 +307,34 @@ class JetStreamTransport:
             future.set_exception(TransientPublishFailure(f"connection unavailable: {exc!r}"))
         return future
 
+    async def batch_target(self, subject: str) -> JetStreamBatchTarget | None:
+        if self._server_version() < _FAST_INGEST_SINCE:
+            return None
+        if subject in self._stream_of_subject:
+            stream = self._stream_of_subject[subject]
+        else:
+            declared = self._stream_subjects.items()
+            stream = next((name for name, fs in declared if any(subject_matches(f, subject) for f in fs)), None)
+            if stream is None:
+                stream = await self._look_up_stream(subject)
+            if len(self._stream_of_subject) >= _MAX_CACHED_SUBJECTS:
+                self._stream_of_subject.clear()
+            self._stream_of_subject[subject] = stream
+        if stream is None:
+            return None
+        if stream not in self._batched:
+            try:
+                self._batched[stream] = bool((await self._js.stream_info(stream)).config.allow_batched)
+            except (nats.errors.Error, nats.js.errors.Error):
+                return None
+        return JetStreamBatchTarget(self, stream) if self._batched[stream] else None
+
+    async def _look_up_stream(self, subject: str) -> str | None:
+        try:
+            return await self._js.find_stream_name_by_subject(subject)
+        except (nats.errors.Error, nats.js.errors.Error):
+            return None
+
     async def _on_ack(self, msg: Msg) -> None:
         pending = self._ack_futures.get(msg.subject[len(self._ack_prefix) :])
         if pending is None or pending[0].done():
@@ -337,6 +393,69 @@ class JetStreamTransport:
                 await self._nc.close()
 
 
+class JetStreamBatchTarget:
+    """One stream's fast path on one connection."""
+
+    def __init__(self, transport: JetStreamTransport, stream: str) -> None:
+        self._transport = transport
+        self._js = transport._js
+        self.stream = stream
+
+    async def last_sequence(self) -> int:
+        try:
+            return int((await self._js.stream_info(self.stream)).state.last_seq or 0)
+        except nats.errors.Error as exc:
+            raise TransientPublishFailure(f"stream {self.stream} info: {exc!r}") from exc
+
+    async def send(self, messages: list[BatchMessage], *, flow: int, stall_timeout: float) -> FastBatchResult:
+        result = await self._transport._fast_ingest.send(messages, flow=flow, stall_timeout=stall_timeout)
+        refusal = result.refusal
+        if result.not_batched is not None or (refusal is not None and refusal.batching_disabled):
+            self._transport._batched[self.stream] = False  # the stream changed under us: pipelined from now on
+        return result
+
+    async def stored_msg_ids(self, first: int, last: int) -> dict[str, int]:
+        if last < first:
+            return {}
+        try:
+            return await self._read_msg_ids(first, last)
+        except nats.errors.Error as exc:
+            raise TransientPublishFailure(f"reading back stream {self.stream}: {exc!r}") from exc
+
+    async def _read_msg_ids(self, first: int, last: int) -> dict[str, int]:
+        # A headers-only ephemeral consumer: the payloads stay on the server.
+        config = api.ConsumerConfig(
+            deliver_policy=api.DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=first,
+            ack_policy=api.AckPolicy.NONE,
+            headers_only=True,
+            mem_storage=True,
+            num_replicas=1,
+            inactive_threshold=30.0,
+        )
+        found: dict[str, int] = {}
+        subscription = await self._js.pull_subscribe("", stream=self.stream, config=config)
+        try:
+            sequence, left = first - 1, 1
+            while sequence < last and left:
+                try:
+                    batch = await subscription.fetch(min(1000, last - sequence), timeout=5.0)
+                except nats.errors.TimeoutError:
+                    break
+                for msg in batch:
+                    sequence, left = msg.metadata.sequence.stream, msg.metadata.num_pending
+                    msg_id = (msg.headers or {}).get("Nats-Msg-Id")
+                    if msg_id is not None and sequence <= last:
+                        found.setdefault(msg_id, sequence)
+        finally:
+            with contextlib.suppress(nats.errors.Error):
+                info = await subscription.consumer_info()
+                await self._js.delete_consumer(self.stream, info.name)
+            with contextlib.suppress(nats.errors.Error):
+                await subscription.unsubscribe()
+        return found
+
+
 def _refused(stream: Stream, field: str, exc: nats.js.errors.APIError) -> StreamConfigError:
     """The server's refusal of a stream, said in the declaration's terms where it is about replicas."""
     if exc.err_code == _NOT_CLUSTERED:
@@ -359,12 +478,21 @@ def _plain(value: object) -> str:
     return str(getattr(value, "value", value))
 
 
+def _dotted(version: tuple[int, ...]) -> str:
+    return ".".join(map(str, version))
+
+
 def _stream_differences(current: api.StreamConfig, wanted: api.StreamConfig) -> list[str]:
     differences = []
     if sorted(current.subjects or []) != sorted(wanted.subjects or []):
         differences.append("subjects")
     exact = ("num_replicas", "max_msg_size", "max_msgs", "max_bytes", "description")
     differences += [name for name in exact if getattr(current, name) != getattr(wanted, name)]
+    differences += [
+        name
+        for name in ("allow_batched", "allow_atomic")
+        if bool(getattr(current, name)) != bool(getattr(wanted, name))
+    ]
     durations = ("duplicate_window", "max_age")
     differences += [
         name

@@ -443,6 +443,10 @@ class MemoryTransport:
             future.set_exception(exc)
         return future
 
+    async def batch_target(self, subject: str) -> None:
+        """The memory broker has no fast-ingest batches: publish_many takes the pipelined path, same outcomes."""
+        return None
+
     async def pull(
         self,
         durable: Durable,
