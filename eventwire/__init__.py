@@ -11,6 +11,7 @@ from ._backoff import Backoff
 from ._delivery import Delivery, Middleware, Next, Settlement
 from ._envelope import Envelope
 from ._errors import (
+    BatchHoldsDuplicate,
     ConfigError,
     ConnectError,
     ContractError,
@@ -35,6 +36,7 @@ from .contracts import EventRegistry
 from .transport import ConnectOptions, PublishAck
 
 __all__ = [
+    "BatchHoldsDuplicate",
     "App",
     "Backoff",
     "ConfigError",

@@ -108,5 +108,19 @@ class PayloadTooLarge(PublishError):
         self.limit = limit
 
 
+class BatchHoldsDuplicate(PublishError):
+    """An atomic batch holds a msg id the stream already has (JetStream error 10201); none of it was stored.
+
+    :meth:`~eventwire.Publisher.publish_atomic` raises it on a first attempt:
+    some of these events were published before (a business retry), or an id
+    was reused. A resend after a lost acknowledgement is not this error: the
+    earlier attempt was stored whole, and the call returns duplicate acks.
+    """
+
+    def __init__(self, message: str, stream: str = "") -> None:
+        super().__init__(message)
+        self.stream = stream
+
+
 class WrongLastSequence(PublishError):
     """An ``expected_last_sequence`` or ``expected_last_subject_sequence`` check failed."""

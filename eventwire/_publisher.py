@@ -6,7 +6,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -15,12 +15,12 @@ from google.protobuf.message import Message
 from ._backoff import Backoff
 from ._batch_publish import FastBatchRun, Outcome
 from ._envelope import binary_headers, now_rfc3339
-from ._errors import ConfigError, PayloadTooLarge, PermissionDenied, PublishError, PublishTimeout
+from ._errors import BatchHoldsDuplicate, ConfigError, PayloadTooLarge, PermissionDenied, PublishError, PublishTimeout
 from ._ids import uuid7
 from ._streams import check_subject
 from ._tracing import end_span, start_producer_span, tracing_on
 from .contracts import PROTOBUF, EventRegistry, codec_for, schema_ref
-from .transport import BatchTarget, PublishAck, TransientPublishFailure, Transport
+from .transport import BatchMessage, BatchTarget, PublishAck, TransientPublishFailure, Transport
 
 logger = logging.getLogger("eventwire.publisher")
 
@@ -384,6 +384,86 @@ class Publisher:
                 else:
                     self._stats.publish_done(ce_type, "failed")
         return outcomes
+
+    async def publish_atomic(self, items: Sequence[Outgoing], *, deadline: float | None = None) -> list[PublishAck]:
+        """Store several events all or none: one aggregate change that emits several events.
+
+        They must all go to one stream declared ``allow_atomic=True``
+        (nats-server 2.12 or later; the server takes up to 1,000 in a batch).
+        They are stored next to each other, in order; the acks say where.
+        Transient failures resend the whole batch with the same msg ids until
+        the deadline; if an earlier attempt was stored after all, the resend is
+        refused as holding known ids, and this returns acks with
+        ``duplicate=True`` (sequence 0). On a first attempt that refusal is
+        :class:`BatchHoldsDuplicate`: none of the batch was stored. Refusals
+        (:class:`WrongLastSequence` on any event, a stream without
+        ``allow_atomic``) raise at once; :class:`PublishTimeout` after the deadline.
+        """
+        if not items:
+            return []
+        prepared = [
+            self._prepare(
+                item.event,
+                item.subject,
+                key=item.key,
+                msg_id=item.msg_id,
+                expected=None
+                if item.expected_last_subject_sequence is None
+                else {"Nats-Expected-Last-Subject-Sequence": str(item.expected_last_subject_sequence)},
+            )
+            for item in items
+        ]
+        messages = [(p.subject, p.payload, p.headers) for p in prepared]
+        types = [p.headers["ce-type"] for p in prepared]
+        spans = [start_producer_span(p.subject, p.headers) for p in prepared] if tracing_on() else []
+        self._begin()
+        try:
+            acks = await self._send_atomic(messages, deadline if deadline is not None else self._deadline)
+        except BaseException as exc:
+            for span in spans:
+                end_span(span, exc)
+            if isinstance(exc, PublishError | PermissionDenied):
+                self._count(types, "failed")
+            raise
+        finally:
+            self._end()
+        for span in spans:
+            end_span(span)
+        for ce_type, ack in zip(types, acks, strict=True):
+            self._count([ce_type], "duplicate" if ack.duplicate else "stored")
+        return acks
+
+    async def _send_atomic(self, messages: list[BatchMessage], deadline: float) -> list[PublishAck]:
+        loop = asyncio.get_running_loop()
+        give_up_at = loop.time() + deadline
+        attempt = 0
+        while True:
+            timeout = max(0.001, min(self._attempt_timeout, give_up_at - loop.time()))
+            try:
+                last = await self._transport.publish_atomic(messages, timeout=timeout)
+            except BatchHoldsDuplicate as exc:
+                if attempt == 0:
+                    raise
+                # An earlier attempt's ack was lost, but it was stored: the batch is all or nothing.
+                return [PublishAck(exc.stream, 0, duplicate=True) for _ in messages]
+            except TransientPublishFailure as exc:
+                attempt += 1
+                remaining = give_up_at - loop.time()
+                if remaining <= 0:
+                    raise PublishTimeout(
+                        f"atomic batch of {len(messages)}: not acknowledged within {deadline:g}s "
+                        f"after {attempt} attempts (last: {exc})"
+                    ) from exc
+                self._retried()
+                await asyncio.sleep(min(remaining, self._retry_backoff.delay(attempt)))
+                continue
+            first = last.sequence - len(messages) + 1
+            return [PublishAck(last.stream, first + n) for n in range(len(messages))]
+
+    def _count(self, ce_types: Iterable[str], outcome: str) -> None:
+        if self._stats is not None:
+            for ce_type in ce_types:
+                self._stats.publish_done(ce_type, outcome)
 
     async def _send_pipelined(
         self,

@@ -17,7 +17,7 @@ from .._errors import DecodeError, EnvelopeError, EventwireError
 from .._ids import uuid7
 from .._streams import Durable, Stream, subject_matches
 from ..contracts import PROTOBUF, codec_for
-from ..transport import DurableState, InboundMessage, MessageSource, PublishAck, Transport
+from ..transport import BatchMessage, DurableState, InboundMessage, MessageSource, PublishAck, Transport
 from ..transport.memory import MemoryBroker, MemoryTransport
 
 E = TypeVar("E", bound=Message)
@@ -68,6 +68,13 @@ class RecordingTransport:
         ack = await self._inner.publish(subject, payload, headers, timeout=timeout)
         self._on_published(subject, headers, payload, ack)
         return ack
+
+    async def publish_atomic(self, messages: list[BatchMessage], *, timeout: float) -> PublishAck:
+        last = await self._inner.publish_atomic(messages, timeout=timeout)
+        for offset, (subject, payload, headers) in enumerate(messages):
+            sequence = last.sequence - len(messages) + 1 + offset
+            self._on_published(subject, headers, payload, PublishAck(last.stream, sequence))
+        return last
 
     async def batch_target(self, subject: str) -> None:
         # Every publish is recorded from its own ack, which fast-ingest batches do not give.

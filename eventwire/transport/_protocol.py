@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from .._errors import EventwireError, PublishError, WrongLastSequence
+from .._errors import BatchHoldsDuplicate, EventwireError, PublishError, WrongLastSequence
 from .._streams import Durable, Stream
 
 
@@ -93,17 +93,30 @@ class TransientPublishFailure(Exception):
     """A publish attempt failed in a way that a retry with the same msg id may fix."""
 
 
-_WRONG_LAST_SEQUENCE = 10071
+# "wrong last sequence: N", and the same without N (inside a batch).
+_WRONG_LAST_SEQUENCE = (10071, 10164)
 # A retry reached the stream leader while the first attempt with the same msg id is still being
 # replicated: the event will be stored, and the next retry gets its ack (duplicate=True).
 _DUPLICATE_IN_PROCESS = 10158
 _BATCH_PUBLISH_DISABLED = 10205
+_ATOMIC_PUBLISH_DISABLED = 10174
+_ATOMIC_BATCH_INCOMPLETE = 10176
+_ATOMIC_BATCH_DUPLICATE = 10201
 
 
-def refusal_error(code: int, err_code: int, description: str) -> Exception:
+def refusal_error(code: int, err_code: int, description: str, stream: str = "") -> Exception:
     """JetStream's error answer to a publish: transient (503, 429, in process) or the typed refusal."""
-    if err_code == _WRONG_LAST_SEQUENCE:
+    if err_code in _WRONG_LAST_SEQUENCE:
         return WrongLastSequence(description)
+    if err_code == _ATOMIC_BATCH_DUPLICATE:
+        return BatchHoldsDuplicate(f"JetStream refused the atomic batch: {description}; none of it was stored", stream)
+    if err_code == _ATOMIC_PUBLISH_DISABLED:
+        return PublishError(f"JetStream refused the atomic batch: {description} (declare the stream allow_atomic=True)")
+    if err_code == _ATOMIC_BATCH_INCOMPLETE:
+        return PublishError(
+            f"JetStream refused the atomic batch: {description} "
+            "(all its events must go to one stream; none of it was stored)"
+        )
     if code in (503, 429) or err_code == _DUPLICATE_IN_PROCESS:
         return TransientPublishFailure(f"JetStream: {description}")
     return PublishError(f"JetStream refused the message ({code}/{err_code}): {description}")
@@ -185,6 +198,14 @@ class Transport(Protocol):
     async def publish_async(
         self, subject: str, payload: bytes, headers: dict[str, str]
     ) -> asyncio.Future[PublishAck]: ...
+
+    async def publish_atomic(self, messages: list[BatchMessage], *, timeout: float) -> PublishAck:
+        """Store ``messages`` (all for one stream) all or none; the ack of the last one.
+
+        Raises :class:`BatchHoldsDuplicate` when the stream already has one of
+        their msg ids, :class:`PublishError` when refused, and
+        :class:`TransientPublishFailure` when the outcome is unknown.
+        """
 
     async def batch_target(self, subject: str) -> BatchTarget | None:
         """Where ``subject``'s stream takes fast-ingest batches; None sends it on the pipelined path."""

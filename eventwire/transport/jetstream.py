@@ -8,6 +8,7 @@ import itertools
 import json
 import logging
 import math
+import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -18,7 +19,7 @@ from nats.js import api
 
 from .._connect_options import ConnectOptions
 from .._connection import ConnectionState, connect
-from .._errors import EventwireError, PermissionDenied, StreamConfigError
+from .._errors import EventwireError, PermissionDenied, PublishError, StreamConfigError
 from .._nats_client import EventwireClient
 from .._streams import Durable, Stream, subject_matches
 from ._fast_ingest import FastIngest
@@ -61,7 +62,9 @@ def _parse_ack(data: bytes) -> PublishAck:
     response = json.loads(data)
     error = response.get("error")
     if error is not None:
-        raise refusal_error(error.get("code", 0), error.get("err_code", 0), error.get("description", ""))
+        raise refusal_error(
+            error.get("code", 0), error.get("err_code", 0), error.get("description", ""), response.get("stream", "")
+        )
     return PublishAck(response["stream"], response["seq"], bool(response.get("duplicate", False)))
 
 
@@ -306,6 +309,27 @@ class JetStreamTransport:
         except (nats.errors.ConnectionClosedError, nats.errors.OutboundBufferLimitError) as exc:
             future.set_exception(TransientPublishFailure(f"connection unavailable: {exc!r}"))
         return future
+
+    async def publish_atomic(self, messages: list[BatchMessage], *, timeout: float) -> PublishAck:
+        version = self._server_version()
+        if version < _ATOMIC_SINCE:
+            # An older server would store each message on its own: refuse rather than lose atomicity.
+            raise PublishError(
+                f"atomic batches need nats-server {_dotted(_ATOMIC_SINCE)} or later; this one is {_dotted(version)}"
+            )
+        batch_id = uuid.uuid4().hex
+        last = len(messages)
+        for number, (subject, payload, headers) in enumerate(messages, start=1):
+            marked = {**headers, "Nats-Batch-Id": batch_id, "Nats-Batch-Sequence": str(number)}
+            if number < last:
+                try:
+                    await self._nc.publish(subject, payload, headers=marked)
+                except (nats.errors.ConnectionClosedError, nats.errors.OutboundBufferLimitError) as exc:
+                    raise TransientPublishFailure(f"connection unavailable: {exc!r}") from exc
+                continue
+            marked["Nats-Batch-Commit"] = "1"
+            return await self.publish(subject, payload, marked, timeout=timeout)
+        raise PublishError("an atomic batch needs at least one event")
 
     async def batch_target(self, subject: str) -> JetStreamBatchTarget | None:
         if self._server_version() < _FAST_INGEST_SINCE:

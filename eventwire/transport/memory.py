@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 
 from .._errors import EventwireError, PublishError, StreamConfigError, WrongLastSequence
 from .._streams import Durable, Stream, subject_matches, subjects_overlap
-from ._protocol import DurableState, InboundMessage, PublishAck, TransientPublishFailure
+from ._protocol import BatchMessage, DurableState, InboundMessage, PublishAck, TransientPublishFailure, refusal_error
 
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
 
@@ -367,6 +367,34 @@ class MemoryBroker:
             durable.schedule()
         return PublishAck(config.name, sequence)
 
+    def publish_atomic(self, messages: list[BatchMessage], now: float) -> PublishAck:
+        """All or none, checked as JetStream checks an atomic batch at its commit."""
+        stream = self.stream_for(messages[-1][0])  # the commit's stream judges the batch
+        if stream is None:
+            raise TransientPublishFailure("no responders: no stream, or no JetStream leader")
+        if not stream.config.allow_atomic:
+            raise refusal_error(400, 10174, "atomic publish is disabled")
+        if any(self.stream_for(subject) is not stream for subject, _, _ in messages):
+            raise refusal_error(400, 10176, "atomic publish batch is incomplete")
+        stream.expire(now)
+        ids = [headers.get("Nats-Msg-Id") for _, _, headers in messages]
+        if any(i in stream.dedup for i in ids if i is not None) or len(set(ids)) < len(ids):
+            raise refusal_error(400, 10201, "atomic publish batch contains duplicate message id", stream.config.name)
+        written: set[str] = set()
+        for number, (subject, _, headers) in enumerate(messages):
+            # As JetStream: checks see the stream as it was before the batch; a check of the last
+            # sequence only on the first message, of a subject's only before the batch writes to it.
+            expected_last = headers.get("Nats-Expected-Last-Sequence")
+            if expected_last is not None and (number > 0 or int(expected_last) != stream.last_sequence):
+                raise WrongLastSequence(f"wrong last sequence: {stream.last_sequence}")
+            expected_subject = headers.get("Nats-Expected-Last-Subject-Sequence")
+            held = stream.last_by_subject.get(subject, 0)
+            if expected_subject is not None and (subject in written or int(expected_subject) != held):
+                raise WrongLastSequence(f"wrong last sequence: {held}")
+            written.add(subject)
+        acks = [self.publish(subject, payload, headers, now) for subject, payload, headers in messages]
+        return acks[-1]
+
     def acknowledged(self, stream: _MemoryStream, durable: str, sequence: int) -> None:
         if stream.config.retention == "limits":
             return
@@ -442,6 +470,10 @@ class MemoryTransport:
         except Exception as exc:
             future.set_exception(exc)
         return future
+
+    async def publish_atomic(self, messages: list[BatchMessage], *, timeout: float) -> PublishAck:
+        await asyncio.sleep(0)
+        return self.broker.publish_atomic(messages, asyncio.get_running_loop().time())
 
     async def batch_target(self, subject: str) -> None:
         """The memory broker has no fast-ingest batches: publish_many takes the pipelined path, same outcomes."""

@@ -17,6 +17,7 @@ import pytest
 from eventwire import (
     App,
     Backoff,
+    BatchHoldsDuplicate,
     Delivery,
     EventwireError,
     Outgoing,
@@ -412,6 +413,77 @@ async def test_expected_last_sequence_conflicts(backend: Backend) -> None:
     assert ack.sequence == 3
     results = await publisher.publish_many([Outgoing(order(4), subject=b, expected_last_subject_sequence=99)])
     assert isinstance(results[0], WrongLastSequence)
+
+
+async def test_an_atomic_batch_is_stored_whole_and_in_order(backend: Backend) -> None:
+    stream = backend.stream(allow_atomic=True)
+    transport = await backend.connect()
+    await transport.ensure_stream(stream)
+    publisher = Publisher(transport, source="/conformance")
+    await publisher.publish(order(0), subject=f"{stream.name}.other")
+    items = [Outgoing(order(i), subject=f"{stream.name}.{i % 2}", msg_id=f"a-{i}") for i in range(1, 6)]
+
+    acks = await publisher.publish_atomic(items)
+
+    assert [(a.stream, a.sequence, a.duplicate) for a in acks] == [(stream.name, n, False) for n in range(2, 7)]
+    assert await backend.stream_messages(stream.name) == 6
+
+
+async def test_an_atomic_batch_with_one_refused_event_stores_nothing(backend: Backend) -> None:
+    stream = backend.stream(allow_atomic=True)
+    transport = await backend.connect()
+    await transport.ensure_stream(stream)
+    publisher = Publisher(transport, source="/conformance")
+    a, b = f"{stream.name}.a", f"{stream.name}.b"
+    items = [Outgoing(order(1), subject=a), Outgoing(order(2), subject=b, expected_last_subject_sequence=0)]
+    stale = [Outgoing(order(3), subject=a), Outgoing(order(4), subject=b, expected_last_subject_sequence=0)]
+    # Expected-sequence checks see the stream as it was before the batch, so one on a subject the
+    # batch already wrote to cannot hold.
+    checked_twice = [Outgoing(order(5), subject=a), Outgoing(order(6), subject=a, expected_last_subject_sequence=1)]
+
+    acks = await publisher.publish_atomic(items)
+    with pytest.raises(WrongLastSequence):
+        await publisher.publish_atomic(stale)
+    with pytest.raises(WrongLastSequence):
+        await publisher.publish_atomic(checked_twice)
+
+    assert [a.sequence for a in acks] == [1, 2]
+    assert await backend.stream_messages(stream.name) == 2
+
+
+async def test_an_atomic_batch_holding_a_stored_msg_id_is_refused_whole(backend: Backend) -> None:
+    stream = backend.stream(allow_atomic=True)
+    transport = await backend.connect()
+    await transport.ensure_stream(stream)
+    publisher = Publisher(transport, source="/conformance")
+    subject = f"{stream.name}.a"
+    await publisher.publish(order(1), subject=subject, msg_id="known")
+
+    with pytest.raises(BatchHoldsDuplicate) as refused:
+        await publisher.publish_atomic(
+            [Outgoing(order(2), subject=subject, msg_id="new"), Outgoing(order(1), subject=subject, msg_id="known")]
+        )
+
+    assert refused.value.stream == stream.name
+    assert await backend.stream_messages(stream.name) == 1
+    assert (await publisher.publish(order(2), subject=subject, msg_id="new")).duplicate is False
+
+
+async def test_an_atomic_batch_needs_an_atomic_stream_and_only_one(backend: Backend) -> None:
+    plain, atomic = backend.stream(), backend.stream(allow_atomic=True)
+    transport = await backend.connect()
+    await transport.ensure_stream(plain)
+    await transport.ensure_stream(atomic)
+    publisher = Publisher(transport, source="/conformance")
+    two = [Outgoing(order(1), subject=f"{plain.name}.a"), Outgoing(order(2), subject=f"{atomic.name}.a")]
+
+    with pytest.raises(PublishError, match="allow_atomic=True"):
+        await publisher.publish_atomic([Outgoing(order(1), subject=f"{plain.name}.a")] * 2)
+    with pytest.raises(PublishError, match="must go to one stream"):
+        await publisher.publish_atomic(two)
+
+    assert await backend.stream_messages(plain.name) == 0
+    assert await backend.stream_messages(atomic.name) == 0
 
 
 @pytest.mark.asyncio(loop_factories=["jetstream"])

@@ -11,7 +11,7 @@ from nats.aio.client import Client as NatsClient
 from nats.aio.client import ServerVersion
 from nats.js import api
 
-from eventwire import Outgoing, PublishAck, Publisher, Stream, WrongLastSequence
+from eventwire import Outgoing, PublishAck, Publisher, PublishError, Stream, WrongLastSequence
 from eventwire.server import EmbeddedServer
 from eventwire.transport import BatchMessage, ConnectOptions, FastBatchResult, JetStreamTransport
 from eventwire.transport._fast_ingest import _Batch
@@ -205,3 +205,41 @@ def test_a_plain_pub_ack_to_the_first_message_means_the_server_has_no_fast_path(
     batch = _Batch("b1", count=100)
     batch.on_reply(b'{"stream":"ORDERS","seq":41}', None)
     assert batch.result == FastBatchResult(1, last_sequence=41, not_batched={"stream": "ORDERS", "seq": 41})
+
+
+async def test_an_atomic_batch_resent_after_a_lost_ack_is_stored_once_and_acked_as_duplicate(
+    restartable: tuple[EmbeddedServer, JetStreamTransport],
+) -> None:
+    server, transport = restartable
+    await transport.ensure_stream(Stream("ORDERS", ("orders.>",), allow_atomic=True))
+    publisher = Publisher(transport, source="/services/orders", deadline=30, attempt_timeout=0.3)
+    items = [Outgoing(OrderCreated(order_id=f"o-{i}"), subject="orders.created", msg_id=f"at-{i}") for i in range(5)]
+    server.pause()  # the batch and its resends wait in the socket; the first one's ack never reaches us in time
+    publishing = asyncio.create_task(publisher.publish_atomic(items))
+    await asyncio.sleep(1.0)
+    server.resume()
+
+    acks = await asyncio.wait_for(publishing, 30)
+
+    assert [(a.stream, a.duplicate) for a in acks] == [("ORDERS", True)] * 5
+    nc = await nats.connect(server.url)
+    try:
+        held = await stored_ids(nc, "ORDERS")
+    finally:
+        await nc.close()
+    assert held == {n + 1: f"at-{n}" for n in range(5)}
+
+
+async def test_an_atomic_batch_on_a_server_older_than_2_12_is_refused_before_sending(
+    transport: JetStreamTransport, raw_nc: NatsClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    name = unique("OLD")
+    await transport.ensure_stream(Stream(name, (f"{name}.>",), allow_atomic=True))
+    monkeypatch.setattr(type(transport.nc), "connected_server_version", property(lambda _: ServerVersion("2.11.15")))
+    items = [Outgoing(OrderCreated(order_id=f"o-{i}"), subject=f"{name}.created") for i in range(3)]
+
+    with pytest.raises(PublishError, match=r"atomic batches need nats-server 2\.12\.0 or later; this one is 2\.11\.15"):
+        await Publisher(transport, source="/services/orders").publish_atomic(items)
+
+    await asyncio.sleep(0.2)
+    assert (await raw_nc.jetstream().stream_info(name)).state.messages == 0
