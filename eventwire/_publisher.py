@@ -6,7 +6,7 @@ import asyncio
 import logging
 import re
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -17,6 +17,7 @@ from ._batch_publish import FastBatchRun, Outcome
 from ._envelope import binary_headers, now_rfc3339
 from ._errors import BatchHoldsDuplicate, ConfigError, PayloadTooLarge, PermissionDenied, PublishError, PublishTimeout
 from ._ids import uuid7
+from ._publish_stream import PublishStream
 from ._streams import check_subject
 from ._tracing import end_span, start_producer_span, tracing_on
 from .contracts import PROTOBUF, EventRegistry, codec_for, schema_ref
@@ -385,6 +386,55 @@ class Publisher:
                     self._stats.publish_done(ce_type, "failed")
         return outcomes
 
+    def publish_stream(
+        self,
+        items: AsyncIterable[Outgoing] | Iterable[Outgoing],
+        *,
+        window: int | None = None,
+        deadline: float | None = None,
+    ) -> AsyncIterator[tuple[Outgoing, Outcome]]:
+        """Publish events as they come and yield ``(item, outcome)`` as each ack arrives.
+
+        ``items`` may be an async generator (a rate-limited producer, a relay
+        reading rows): at most ``window`` events are unacknowledged at a time,
+        so a slow server slows the producer instead of filling memory. Each
+        event is retried on its own with the same msg id until ``deadline``
+        seconds after it was first sent; its outcome is its ack, or the error
+        that stopped it. Outcomes come in the order acks arrive, which is the
+        order sent except for retried events. If ``items`` raises, the outcomes
+        of what was already sent come first, then the error. Leaving the loop
+        early stops sending; what was sent may still be stored.
+        """
+        window = window or self._window
+        if window < 1:
+            raise ConfigError("publish_stream window must be at least 1")
+        run = PublishStream(
+            self._transport,
+            self._prepare_outgoing,
+            window=window,
+            deadline=deadline if deadline is not None else self._deadline,
+            attempt_timeout=self._attempt_timeout,
+            backoff=self._retry_backoff,
+            on_retry=self._retried,
+            on_outcome=self._record,
+        )
+        return run.run(items)
+
+    def _prepare_outgoing(self, item: Outgoing) -> BatchMessage:
+        expected = None
+        if item.expected_last_subject_sequence is not None:
+            expected = {"Nats-Expected-Last-Subject-Sequence": str(item.expected_last_subject_sequence)}
+        prepared = self._prepare(item.event, item.subject, key=item.key, msg_id=item.msg_id, expected=expected)
+        return prepared.subject, prepared.payload, prepared.headers
+
+    def _record(self, ce_type: str, outcome: Outcome, seconds: float | None) -> None:
+        if self._stats is None:
+            return
+        if isinstance(outcome, PublishAck):
+            self._stats.publish_done(ce_type, "duplicate" if outcome.duplicate else "stored", seconds)
+        else:
+            self._stats.publish_done(ce_type, "failed")
+
     async def publish_atomic(self, items: Sequence[Outgoing], *, deadline: float | None = None) -> list[PublishAck]:
         """Store several events all or none: one aggregate change that emits several events.
 
@@ -401,21 +451,9 @@ class Publisher:
         """
         if not items:
             return []
-        prepared = [
-            self._prepare(
-                item.event,
-                item.subject,
-                key=item.key,
-                msg_id=item.msg_id,
-                expected=None
-                if item.expected_last_subject_sequence is None
-                else {"Nats-Expected-Last-Subject-Sequence": str(item.expected_last_subject_sequence)},
-            )
-            for item in items
-        ]
-        messages = [(p.subject, p.payload, p.headers) for p in prepared]
-        types = [p.headers["ce-type"] for p in prepared]
-        spans = [start_producer_span(p.subject, p.headers) for p in prepared] if tracing_on() else []
+        messages = [self._prepare_outgoing(item) for item in items]
+        types = [headers["ce-type"] for _, _, headers in messages]
+        spans = [start_producer_span(subject, headers) for subject, _, headers in messages] if tracing_on() else []
         self._begin()
         try:
             acks = await self._send_atomic(messages, deadline if deadline is not None else self._deadline)
