@@ -78,11 +78,12 @@ async def eventwire_single(url: str, count: int) -> float:
         await transport.close()
 
 
-async def eventwire_pipelined(url: str, count: int) -> float:
+async def eventwire_pipelined(url: str, count: int, fast_path: bool = False) -> float:
+    """``fast_path``: the stream takes fast-ingest batches, so publish_many sends them that way."""
     await reset_stream(url)
     items = [Outgoing(event(i), subject=SUBJECT) for i in range(count)]
     transport = await connect_transport(url)
-    await transport.ensure_stream(Stream(STREAM, ("bench.>",)))
+    await transport.ensure_stream(Stream(STREAM, ("bench.>",), allow_batched=fast_path))
     publisher = Publisher(transport, source="/bench")
 
     async def run() -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 from ._backoff import Backoff
 from ._errors import PermissionDenied, PublishError, PublishTimeout
@@ -38,8 +38,11 @@ class FastBatchRun:
         give_up_at: float,
         deadline: float,
         on_retry: Callable[[int], None],
+        keys: Sequence[str] | None = None,
     ) -> None:
+        """``keys``, when given, name each message's ordering key: a refused message holds back its key's later ones."""
         self._target = target
+        self._keys = keys
         self._messages = messages
         self._flow = flow
         self._attempt_timeout = attempt_timeout
@@ -108,8 +111,12 @@ class FastBatchRun:
             if isinstance(error, TransientPublishFailure):
                 return pending, error, False
             assert isinstance(error, PublishError)
-            self.outcomes[pending[0]] = error
-            return pending[1:], None, False
+            refused, pending = pending[0], pending[1:]
+            self.outcomes[refused] = error
+            if self._keys is not None:
+                key = self._keys[refused]
+                pending = [p for p in pending if self._keys[p] != key]  # left without an outcome: not sent
+            return pending, None, False
         if result.unknown is not None:
             self._exact = False  # some of what followed the last flow ack may be stored: resent, and deduplicated
             return pending, TransientPublishFailure(result.unknown), False

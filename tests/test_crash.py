@@ -201,11 +201,12 @@ async def _sent_rows(engine: AsyncEngine) -> tuple[int, int]:
 
 
 @pytest.mark.timeout(300)
+@pytest.mark.parametrize("allow_batched", [False, True], ids=["pipelined", "fast-ingest"])
 async def test_relay_killed_twice_under_20_producers_loses_and_doubles_nothing(
-    engine: AsyncEngine, jetstream_server: EmbeddedServer
+    engine: AsyncEngine, jetstream_server: EmbeddedServer, allow_batched: bool
 ) -> None:
     name = unique("RELAY")
-    stream = Stream(name, (f"{name}.>",))
+    stream = Stream(name, (f"{name}.>",), allow_batched=allow_batched)
     transport = await JetStreamTransport.connect(ConnectOptions.from_url(jetstream_server.url))
     await transport.ensure_stream(stream)
     sessions = async_sessionmaker(engine, expire_on_commit=False)

@@ -110,12 +110,58 @@ def run(
     ] = None,
     metrics_host: Annotated[str, typer.Option("--metrics-host", help="Address for --metrics-port.")] = "0.0.0.0",
     app_dir: AppDir = None,
+    workers: Annotated[
+        int,
+        typer.Option(
+            "--workers",
+            min=1,
+            help="Processes of this App sharing its durables, under a supervisor that restarts them; "
+            "worker N serves metrics on --metrics-port + N.",
+        ),
+    ] = 1,
 ) -> None:
     """Run an App until SIGTERM or Ctrl-C, then shut it down gracefully (no server given: an embedded one)."""
     service = load_app(app, app_dir)
+    if workers > 1:
+        raise typer.Exit(_supervise(service, app, app_dir, workers, connection, metrics_port, metrics_host))
     if metrics_port is not None:
         service.enable_metrics(metrics_port, host=metrics_host)
     asyncio.run(service.run(connect=connection.resolve(base=service.connect_options)))
+
+
+def _supervise(
+    service: App,
+    app: str,
+    app_dir: Path | None,
+    workers: int,
+    connection: ConnectionFlags,
+    metrics_port: int | None,
+    metrics_host: str,
+) -> int:
+    from ..server import EmbeddedServer
+    from ._workers import Supervisor, refuse_ordered_handlers, worker_command, worker_environment
+
+    refuse_ordered_handlers(service)
+    embedded = None
+    if connection.resolve(base=service.connect_options) is None and service.url is None:
+        # One server for all workers: each starting its own would split the App in N.
+        embedded = EmbeddedServer()
+        try:
+            embedded.start()
+        except EventwireError as exc:
+            fail(str(exc).splitlines()[0])
+        console.print(f"no server URL configured: the workers share an embedded nats-server on {embedded.url}")
+
+    def command_for(number: int) -> list[str]:
+        metrics = None if metrics_port is None else (metrics_port + number, metrics_host)
+        return worker_command(app, None if app_dir is None else str(app_dir), metrics)
+
+    environment = worker_environment(connection, None if embedded is None else embedded.url)
+    try:
+        return asyncio.run(Supervisor(command_for, environment, workers).run())
+    finally:
+        if embedded is not None:
+            embedded.stop()
 
 
 @cli.command()

@@ -7,7 +7,7 @@ import contextlib
 import json
 import logging
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -16,12 +16,13 @@ from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
+from .._batch_publish import FastBatchRun
 from .._errors import ConfigError, PermissionDenied, PublishError
 from .._ids import uuid7
-from .._publisher import EventEncoder, send_with_retries
+from .._publisher import FAST_PATH_FLOW, RETRY_BACKOFF, EventEncoder, send_with_retries
 from .._tracing import current_trace_context
 from ..contracts import PROTOBUF, EventRegistry
-from ..transport import Transport
+from ..transport import BatchMessage, BatchTarget, PublishAck, Transport
 from ._tables import metadata, outbox_keys_table, outbox_table
 
 logger = logging.getLogger("eventwire.outbox")
@@ -92,6 +93,16 @@ class Outbox:
             # Delivered on commit only: a relay wakes for committed rows.
             await session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": NOTIFY_CHANNEL})
         return row_id
+
+
+async def _first_pending(conn: AsyncConnection, keys: Iterable[str]) -> dict[str, int]:
+    pending = outbox_table.c.sent_at.is_(None)
+    query = (
+        select(outbox_table.c.event_key, func.min(outbox_table.c.key_seq))
+        .where(pending, outbox_table.c.event_key.in_(list(keys)))
+        .group_by(outbox_table.c.event_key)
+    )
+    return {key: int(first) for key, first in (await conn.execute(query)).all()}
 
 
 async def _next_key_seq(session: AsyncSession, dialect: str, key: str) -> int:
@@ -226,33 +237,39 @@ class OutboxRelay:
 
     async def _claim(self, conn: AsyncConnection) -> list[Any]:
         pending = outbox_table.c.sent_at.is_(None)
-        query = (
-            select(
-                outbox_table.c.id,
-                outbox_table.c.event_key,
-                outbox_table.c.key_seq,
-                outbox_table.c.subject,
-                outbox_table.c.headers,
-                outbox_table.c.payload,
+        columns = (
+            outbox_table.c.id,
+            outbox_table.c.event_key,
+            outbox_table.c.key_seq,
+            outbox_table.c.subject,
+            outbox_table.c.headers,
+            outbox_table.c.payload,
+        )
+        if conn.dialect.name == "postgresql":
+            keys = await self._claim_keys(conn)
+            if not keys:
+                return []
+            # Read now, under the locks: a relay that held one of these keys may have sent rows since.
+            first_pending = await _first_pending(conn, keys)
+            query = (
+                select(*columns)
+                .where(pending, outbox_table.c.event_key.in_(keys))
+                .order_by(outbox_table.c.created_at, outbox_table.c.key_seq)
+                .limit(self._batch_size)
+                .with_for_update(skip_locked=True)
             )
-            .where(pending)
-            .order_by(outbox_table.c.created_at, outbox_table.c.key_seq)
-            .limit(self._batch_size)
-            .with_for_update(skip_locked=True)
-        )
-        rows = list((await conn.execute(query)).all())
-        if not rows:
-            return []
-        keys = {row.event_key for row in rows}
-        first_pending = dict(
-            (
-                await conn.execute(
-                    select(outbox_table.c.event_key, func.min(outbox_table.c.key_seq))
-                    .where(pending, outbox_table.c.event_key.in_(keys))
-                    .group_by(outbox_table.c.event_key)
-                )
-            ).all()
-        )
+            rows = list((await conn.execute(query)).all())
+        else:
+            query = (
+                select(*columns)
+                .where(pending)
+                .order_by(outbox_table.c.created_at, outbox_table.c.key_seq)
+                .limit(self._batch_size)
+            )
+            rows = list((await conn.execute(query)).all())
+            if not rows:
+                return []
+            first_pending = await _first_pending(conn, {row.event_key for row in rows})
         by_key: dict[str, list[Any]] = defaultdict(list)
         for row in sorted(rows, key=lambda r: (r.event_key, r.key_seq)):
             by_key[row.event_key].append(row)
@@ -260,7 +277,7 @@ class OutboxRelay:
         for key, key_rows in by_key.items():
             expected = first_pending.get(key)
             # Publish a key only from its earliest pending row on, without gaps: a gap is a row
-            # another relay holds, or one committed after this query.
+            # committed after the first query, or one whose transaction is still open.
             for row in key_rows:
                 if row.key_seq != expected:
                     break
@@ -268,25 +285,110 @@ class OutboxRelay:
                 expected = row.key_seq + 1
         return claimed
 
+    async def _claim_keys(self, conn: AsyncConnection) -> list[str]:
+        """Take keys, oldest first, until they hold about a batch of rows.
+
+        Relays split the table by key: a transaction-scoped advisory lock per key, tried without
+        waiting, so a relay passes over keys another one is publishing instead of queueing behind
+        their earliest rows.
+        """
+        pending = outbox_table.c.sent_at.is_(None)
+        candidates = (
+            await conn.execute(
+                select(outbox_table.c.event_key, func.count())
+                .where(pending)
+                .group_by(outbox_table.c.event_key)
+                .order_by(func.min(outbox_table.c.created_at))
+                .limit(4 * self._batch_size)
+            )
+        ).all()
+        taken: list[str] = []
+        wanted, start = self._batch_size, 0
+        while wanted > 0 and start < len(candidates):
+            chunk, rows = [], 0
+            while start < len(candidates) and rows < wanted:
+                chunk.append(candidates[start])
+                rows += candidates[start][1]
+                start += 1
+            locked = set(
+                (
+                    await conn.execute(
+                        text(
+                            "SELECT k FROM unnest(CAST(:keys AS text[])) AS k "
+                            "WHERE pg_try_advisory_xact_lock(hashtextextended(k, 0))"
+                        ),
+                        {"keys": [key for key, _ in chunk]},
+                    )
+                ).scalars()
+            )
+            for key, count in chunk:
+                if key in locked:
+                    taken.append(key)
+                    wanted -= count
+        return taken
+
     async def _publish(self, transport: Transport, rows: Sequence[Any]) -> list[str]:
-        """Publish rows: keys in parallel, each key's rows one after another; return the acked ids."""
-        by_key: dict[str, list[Any]] = defaultdict(list)
-        for row in rows:
-            by_key[row.event_key].append(row)
+        """Publish rows, each key's in order; return the ids of those JetStream stored (or had already)."""
+        messages = [(row.subject, bytes(row.payload), json.loads(row.headers)) for row in rows]
+        targets: dict[str, BatchTarget | None] = {}
+        batched: dict[str, tuple[BatchTarget, list[int]]] = {}
+        one_by_one: list[int] = []
+        for position, row in enumerate(rows):
+            if row.subject not in targets:
+                targets[row.subject] = await transport.batch_target(row.subject)
+            target = targets[row.subject]
+            if target is None:
+                one_by_one.append(position)
+            else:
+                batched.setdefault(target.stream, (target, []))[1].append(position)
+        acked: list[str] = []
+        for target, positions in batched.values():
+            if len(positions) < 2:  # a key's rows go one round trip after another: a batch beats that from two
+                one_by_one.extend(positions)
+                continue
+            loop = asyncio.get_running_loop()
+            run = FastBatchRun(
+                target,
+                [messages[p] for p in positions],
+                keys=[rows[p].event_key for p in positions],
+                flow=FAST_PATH_FLOW,
+                attempt_timeout=2.0,
+                backoff=RETRY_BACKOFF,
+                give_up_at=loop.time() + self._publish_deadline,
+                deadline=self._publish_deadline,
+                on_retry=lambda _: None,
+            )
+            left = [positions[i] for i in await run.run()]  # the stream stopped taking batches
+            failed = []
+            for position, outcome in zip(positions, run.outcomes, strict=True):
+                if isinstance(outcome, PublishAck):
+                    acked.append(rows[position].id)
+                elif outcome is not None:
+                    failed.append((rows[position].id, outcome))
+            if failed:
+                logger.warning(
+                    "%d outbox rows not published (first: %s, %s); they stay pending", len(failed), *failed[0]
+                )
+            one_by_one.extend(left)
+        one_by_one.sort()
+        acked += await self._publish_one_by_one(transport, [rows[p] for p in one_by_one], messages, one_by_one)
+        return acked
+
+    async def _publish_one_by_one(
+        self, transport: Transport, rows: list[Any], messages: list[BatchMessage], positions: list[int]
+    ) -> list[str]:
+        """Keys in parallel, each key's rows one after another."""
+        by_key: dict[str, list[tuple[Any, BatchMessage]]] = defaultdict(list)
+        for row, position in zip(rows, positions, strict=True):
+            by_key[row.event_key].append((row, messages[position]))
         room = asyncio.Semaphore(self._parallel_keys)
         acked: list[str] = []
 
-        async def publish_key(key_rows: list[Any]) -> None:
+        async def publish_key(key_rows: list[tuple[Any, BatchMessage]]) -> None:
             async with room:
-                for row in key_rows:
+                for row, (subject, payload, headers) in key_rows:
                     try:
-                        await send_with_retries(
-                            transport,
-                            row.subject,
-                            bytes(row.payload),
-                            json.loads(row.headers),
-                            deadline=self._publish_deadline,
-                        )
+                        await send_with_retries(transport, subject, payload, headers, deadline=self._publish_deadline)
                     except (PublishError, PermissionDenied) as exc:
                         # Later rows of this key wait: publishing them now would break the key's order.
                         logger.warning("outbox row %s not published (%s); it stays pending", row.id, exc)
