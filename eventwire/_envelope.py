@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import json
 import re
 import time
@@ -50,6 +51,10 @@ def encode_value(value: str) -> str:
     if _NEEDS_ENCODING.search(value) is None:
         return value
     return quote(value, safe=_SAFE, encoding="utf-8", errors="strict")
+
+
+# Source, type, content type and schema repeat on every event of a publisher: encoded once each.
+_encode_repeated = functools.lru_cache(maxsize=1024)(encode_value)
 
 
 def decode_value(value: str, header: str) -> str:
@@ -142,17 +147,17 @@ def binary_headers(
     headers = {
         "ce-specversion": specversion,
         "ce-id": encode_value(id),
-        "ce-source": encode_value(source),
-        "ce-type": encode_value(type),
+        "ce-source": _encode_repeated(source),
+        "ce-type": _encode_repeated(type),
     }
     if time is not None:
         headers["ce-time"] = encode_value(time)
     if subject is not None:
         headers["ce-subject"] = encode_value(subject)
     if datacontenttype is not None:
-        headers["ce-datacontenttype"] = encode_value(datacontenttype)
+        headers["ce-datacontenttype"] = _encode_repeated(datacontenttype)
     if dataschema is not None:
-        headers["ce-dataschema"] = encode_value(dataschema)
+        headers["ce-dataschema"] = _encode_repeated(dataschema)
     if correlation_id is not None:
         headers["ce-correlationid"] = encode_value(correlation_id)
     if causation_id is not None:

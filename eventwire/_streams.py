@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass, field
 from typing import Literal
@@ -22,12 +23,20 @@ def check_name(kind: str, name: str) -> None:
 
 def check_subject(subject: str, *, wildcards: bool = True) -> None:
     """Raise ConfigError unless ``subject`` is a valid NATS subject (or filter)."""
+    bad = _bad_token(subject, wildcards)
+    if bad is not None:
+        raise ConfigError(f"invalid subject {subject!r}: token {bad!r}")
+
+
+@functools.lru_cache(maxsize=16384)  # a publisher sends to the same subjects again and again
+def _bad_token(subject: str, wildcards: bool) -> str | None:
     tokens = subject.split(".")
     for i, token in enumerate(tokens):
         if wildcards and (token == "*" or (token == ">" and i == len(tokens) - 1)):
             continue
         if not _TOKEN.match(token):
-            raise ConfigError(f"invalid subject {subject!r}: token {token!r}")
+            return token
+    return None
 
 
 def subject_matches(pattern: str, subject: str) -> bool:

@@ -52,11 +52,11 @@ class _Batch:
         self.result: FastBatchResult | None = None
         self.refusal: BatchRefusal | None = None
 
-    def room(self, sent: int) -> bool:
-        """Whether one more message may go: after the first ack, two acks' worth beyond the last one."""
+    def room(self, sent: int) -> int:
+        """How many more messages may go: one at first, then up to two acks' worth beyond the last ack."""
         if sent == 0:
-            return True
-        return self.acked >= 0 and sent < self.acked + 2 * self.per_ack
+            return 1
+        return max(0, self.acked + 2 * self.per_ack - sent) if self.acked >= 0 else 0
 
     def finish(self, result: FastBatchResult) -> None:
         if self.result is None:
@@ -152,20 +152,23 @@ class FastIngest:
         self, batch: _Batch, messages: Sequence[BatchMessage], flow: int, stall_timeout: float
     ) -> FastBatchResult:
         reply_base = f"{self._prefix}.{batch.batch_id}.{flow}.fail."
-        last = len(messages) - 1
         sent = 0
         while sent < len(messages) and batch.result is None and batch.refusal is None:
-            if not batch.room(sent):
+            room = batch.room(sent)
+            if not room:
                 if not await self._wait(batch, stall_timeout, reply_base, messages[0][0], sent):
                     return self._broken_off(batch, "no flow acknowledgement in time")
                 continue
-            subject, payload, headers = messages[sent]
-            op = _COMMIT if sent == last else (_START if sent == 0 else _APPEND)
+            chunk = []
+            for number in range(sent + 1, min(len(messages), sent + room) + 1):
+                subject, payload, headers = messages[number - 1]
+                op = _COMMIT if number == len(messages) else (_START if number == 1 else _APPEND)
+                chunk.append((subject, f"{reply_base}{number}.{op}.$FI", headers, payload))
             try:
-                await self._nc.publish(subject, payload, reply=f"{reply_base}{sent + 1}.{op}.$FI", headers=headers)
+                await self._nc.publish_all(chunk)
             except (nats.errors.ConnectionClosedError, nats.errors.OutboundBufferLimitError) as exc:
                 return self._broken_off(batch, f"connection unavailable: {exc!r}")
-            sent += 1
+            sent += len(chunk)
         while batch.result is None:
             if batch.refusal is not None and batch.refusal.err_code == BATCH_ID_UNKNOWN:
                 # A final PubAck may still come right behind; then give up on what was not acked.
