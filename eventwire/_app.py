@@ -280,7 +280,7 @@ class App:
                     max_ack_pending=max_ack_pending,
                 ),
                 concurrency=concurrency,
-                prefetch=prefetch if prefetch is not None else min(max_ack_pending, max(256, 2 * concurrency)),
+                prefetch=prefetch if prefetch is not None else min(max_ack_pending, max(1024, 2 * concurrency)),
                 retry=retry,
                 unknown_types=unknown_types,
                 ordered_by=ordered_by,

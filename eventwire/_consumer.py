@@ -119,9 +119,8 @@ class Consumer:
 
     def _still_ours(self, message: InboundMessage) -> bool:
         """False for an event that waited here past its ack_wait; then every such one waiting is dropped too."""
-        loop = asyncio.get_running_loop()
         ack_wait = self._spec.durable.ack_wait
-        oldest_allowed = loop.time() - ack_wait
+        oldest_allowed = asyncio.get_running_loop().time() - ack_wait
         if message.progress_at >= oldest_allowed:
             return True
         dropped = 1 + self._drop_expired(oldest_allowed)
@@ -157,13 +156,15 @@ class Consumer:
 
     async def _work(self) -> None:
         ready = self._ready
+        time = asyncio.get_running_loop().time
+        ack_wait = self._spec.durable.ack_wait
         while not self._stopping:
             if not self._buffer:
                 ready.clear()
                 await ready.wait()
                 continue
             message = self._buffer.popleft()
-            if not self._still_ours(message):
+            if message.progress_at < time() - ack_wait and not self._still_ours(message):
                 continue
             self._inflight.add(message)
             try:
@@ -224,6 +225,13 @@ class Consumer:
             self.redelivered += 1
         outcome = await self._chain(message)
         kind = outcome.kind
+        if kind == "ack" and not self._listeners and not self._spec.confirm_acks:
+            self.handled += 1  # the common case, without the bookkeeping a listener or a confirmation needs
+            try:
+                await message.ack()
+            except Exception as settle_error:
+                self._settle_failed(message, settle_error)
+            return
         headers = message.headers or {}
         if kind == "ack":
             self.handled += 1
@@ -238,6 +246,17 @@ class Consumer:
             outcome.reason or kind,
             delay=outcome.delay,
             exc=outcome.error,
+        )
+
+    def _settle_failed(self, message: InboundMessage, error: Exception, outcome: Settled = "ack") -> None:
+        headers = message.headers or {}
+        ce_type, ce_id = headers.get("ce-type"), headers.get("ce-id")
+        logger.warning(
+            "could not %s (%r); the broker will redeliver it [%s]",
+            outcome,
+            error,
+            describe(message, ce_type, ce_id),
+            extra={"eventwire": self._fields(message, ce_type, ce_id, outcome)},
         )
 
     async def _settle(
@@ -275,13 +294,7 @@ class Consumer:
             else:
                 await message.term()
         except Exception as settle_error:
-            logger.warning(
-                "could not %s (%r); the broker will redeliver it [%s]",
-                outcome,
-                settle_error,
-                describe(message, ce_type, ce_id),
-                extra={"eventwire": self._fields(message, ce_type, ce_id, outcome)},
-            )
+            self._settle_failed(message, settle_error, outcome)
             return
         if self._listeners:
             settlement = Settlement(

@@ -139,7 +139,7 @@ class HandlerSpec:
     event_types: tuple[type[Message], ...]
     durable: Durable
     concurrency: int = 1
-    prefetch: int = 256
+    prefetch: int = 1024
     retry: RetryPolicy = RetryPolicy()
     unknown_types: UnknownTypePolicy = "skip"
     ordered_by: OrderingMode | None = None

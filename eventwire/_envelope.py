@@ -173,21 +173,23 @@ def binary_headers(
     return headers
 
 
-def _from_attributes(attributes: dict[str, str], traceparent: str | None, tracestate: str | None) -> Envelope:
+def _from_attributes(
+    attributes: dict[str, str], traceparent: str | None, tracestate: str | None, extensions: bool = True
+) -> Envelope:
+    """``extensions=False``: the caller knows every attribute is a core one."""
     for name in REQUIRED_ATTRIBUTES:
         if not attributes.get(name):
             raise EnvelopeError(f"missing required CloudEvents attribute {name!r}")
     if attributes["specversion"] != SPEC_VERSION:
         raise EnvelopeError(f"unsupported CloudEvents spec version {attributes['specversion']!r}")
     time = attributes.get("time")
-    if time is not None and _RFC3339.fullmatch(time) is None:
-        raise EnvelopeError(f"time {time!r} is not an RFC 3339 timestamp, as CloudEvents requires")
-    extensions = {k: v for k, v in attributes.items() if k not in _KNOWN}
+    if time is not None:
+        _check_time(time)
     return Envelope(
         id=attributes["id"],
         source=attributes["source"],
         type=attributes["type"],
-        time=attributes.get("time"),
+        time=time,
         subject=attributes.get("subject"),
         datacontenttype=attributes.get("datacontenttype"),
         dataschema=attributes.get("dataschema"),
@@ -195,8 +197,27 @@ def _from_attributes(attributes: dict[str, str], traceparent: str | None, traces
         causation_id=attributes.get(_CAUSATION),
         traceparent=traceparent,
         tracestate=tracestate,
-        extensions=extensions,
+        extensions={k: v for k, v in attributes.items() if k not in _KNOWN} if extensions else _NO_EXTENSIONS,
     )
+
+
+_last_good_time = ""
+
+
+def _check_time(time: str) -> None:
+    # Events published in the same millisecond carry the same time: check each new one once.
+    global _last_good_time
+    if time == _last_good_time:
+        return
+    if _RFC3339.fullmatch(time) is None:
+        raise EnvelopeError(f"time {time!r} is not an RFC 3339 timestamp, as CloudEvents requires")
+    _last_good_time = time
+
+
+@functools.lru_cache(maxsize=4096)
+def _attribute_of(header: str) -> str | None:
+    """The CloudEvents attribute a header carries (``ce-Type`` → ``type``), None for any other header."""
+    return header[3:].lower() if header.startswith(_PREFIXES) else None
 
 
 def parse_binary(headers: Mapping[str, str]) -> Envelope:
@@ -206,14 +227,17 @@ def parse_binary(headers: Mapping[str, str]) -> Envelope:
     HTTP-style binary mode writes only that.
     """
     attributes: dict[str, str] = {}
+    extensions = False
     for key, value in headers.items():
-        if key.startswith(_PREFIXES):
-            attributes[key[3:].lower()] = value if "%" not in value else decode_value(value, key)
+        name = _attribute_of(key)
+        if name is not None:
+            attributes[name] = value if "%" not in value else decode_value(value, key)
+            extensions = extensions or name not in _KNOWN
     if "datacontenttype" not in attributes:
         content_type = headers.get("Content-Type") or headers.get("content-type")
         if content_type:
             attributes["datacontenttype"] = content_type
-    return _from_attributes(attributes, headers.get("traceparent"), headers.get("tracestate"))
+    return _from_attributes(attributes, headers.get("traceparent"), headers.get("tracestate"), extensions)
 
 
 def parse_structured(data: bytes) -> tuple[Envelope, bytes]:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Final, Protocol
 
 from google.protobuf import json_format
-from google.protobuf.descriptor import FieldDescriptor
+from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import DecodeError as _PbDecodeError
 from google.protobuf.message import Message
 from google.protobuf.unknown_fields import UnknownFieldSet
@@ -60,20 +61,31 @@ def check_wire_types(message: Message) -> None:
                 f"{message.DESCRIPTOR.full_name}.{expected.name} (field {field.field_number}) arrived with "
                 f"wire type {field.wire_type}: the payload is not this type or an incompatible version of it"
             )
-    for descriptor, value in message.ListFields():
-        if descriptor.type != FieldDescriptor.TYPE_MESSAGE:
+    for name, shape in _nested_message_fields(message.DESCRIPTOR):
+        if shape == "single":
+            if message.HasField(name):
+                check_wire_types(getattr(message, name))
             continue
-        message_type = descriptor.message_type
+        value = getattr(message, name)
+        for nested in value.values() if shape == "map" else value:
+            check_wire_types(nested)
+
+
+@functools.cache
+def _nested_message_fields(descriptor: Descriptor) -> tuple[tuple[str, str], ...]:
+    """The fields of a message type that hold messages, the only ones to look inside: (name, single|repeated|map)."""
+    found = []
+    for field in descriptor.fields:
+        if field.type != FieldDescriptor.TYPE_MESSAGE:
+            continue
+        message_type = field.message_type
         assert message_type is not None
         if message_type.GetOptions().map_entry:
-            value_type = message_type.fields_by_name["value"].type
-            values = value.values() if value_type == FieldDescriptor.TYPE_MESSAGE else ()
-        elif descriptor.is_repeated:
-            values = value
+            if message_type.fields_by_name["value"].type == FieldDescriptor.TYPE_MESSAGE:
+                found.append((field.name, "map"))
         else:
-            values = (value,)
-        for nested in values:
-            check_wire_types(nested)
+            found.append((field.name, "repeated" if field.is_repeated else "single"))
+    return tuple(found)
 
 
 class JsonCodec:

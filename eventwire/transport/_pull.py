@@ -73,7 +73,8 @@ class JetStreamMessage:
         self.progress_at = now
 
     async def ack(self) -> None:
-        await self._msg.ack()
+        client: EventwireClient = self._msg._client  # type: ignore[assignment]
+        await client.publish_reply(self._msg.reply)
 
     async def ack_confirmed(self, timeout: float) -> None:
         await self._msg.ack_sync(timeout=timeout)
