@@ -33,13 +33,16 @@ async def connect_transport(url: str) -> JetStreamTransport:
     return await JetStreamTransport.connect(ConnectOptions.from_url(url))
 
 
-async def reset_stream(url: str, stream: str = STREAM, subjects: tuple[str, ...] = ("bench.>",)) -> None:
-    nc = await nats.connect(url)
+async def reset_stream(
+    url: str, stream: str = STREAM, subjects: tuple[str, ...] = ("bench.>",), replicas: int = 1
+) -> None:
+    nc = await nats.connect(url.split(","))
     try:
         js = nc.jetstream()
         with contextlib.suppress(nats.js.errors.NotFoundError):
             await js.delete_stream(stream)
-        await js.add_stream(StreamConfig(name=stream, subjects=list(subjects), storage=StorageType.FILE))
+        config = StreamConfig(name=stream, subjects=list(subjects), storage=StorageType.FILE, num_replicas=replicas)
+        await js.add_stream(config)
     finally:
         await nc.close()
 
@@ -65,7 +68,7 @@ async def prefill(url: str, count: int) -> None:
 
 
 async def add_durable(url: str, name: str, *, deliver_subject: str | None = None) -> None:
-    nc = await nats.connect(url)
+    nc = await nats.connect(url.split(","))
     try:
         await nc.jetstream().add_consumer(
             STREAM,

@@ -20,7 +20,7 @@ TIMEOUT = 600.0
 
 async def raw_fetch(url: str, count: int, durable: str) -> float:
     await add_durable(url, durable)
-    nc = await nats.connect(url)
+    nc = await nats.connect(url.split(","))
     subscription = await nc.jetstream().pull_subscribe_bind(durable, STREAM)
 
     async def run() -> None:
@@ -37,7 +37,7 @@ async def raw_fetch(url: str, count: int, durable: str) -> float:
 
 
 async def raw_push(url: str, count: int, durable: str) -> float:
-    nc = await nats.connect(url)
+    nc = await nats.connect(url.split(","))
     inbox = nc.new_inbox()
     done = asyncio.Event()
     received = 0

@@ -17,7 +17,7 @@ HEADERS = {"ce-specversion": "1.0", "ce-source": "/bench", "ce-type": "shop.orde
 
 async def _produce(url: str, rate: int, seconds: float, sent: dict[str, float]) -> None:
     """Publish at ``rate`` per second (core publish into the stream), stamping each send time."""
-    nc = await nats.connect(url)
+    nc = await nats.connect(url.split(","))
     payload = event(0).SerializeToString()
     loop = asyncio.get_running_loop()
     start = loop.time()
@@ -64,7 +64,7 @@ async def raw_pull_latency(url: str, rate: int, seconds: float) -> list[float]:
     sent: dict[str, float] = {}
     samples: list[float] = []
     expected = int(rate * seconds)
-    nc = await nats.connect(url)
+    nc = await nats.connect(url.split(","))
     subscription = await nc.jetstream().pull_subscribe_bind("latency", STREAM)
 
     async def consume() -> None:

@@ -31,7 +31,7 @@ def _messages(count: int, with_headers: bool) -> list[tuple[bytes, dict[str, str
 async def raw_single(url: str, count: int, with_headers: bool = False) -> float:
     await reset_stream(url)
     messages = _messages(count, with_headers)
-    nc = await nats.connect(url)
+    nc = await nats.connect(url.split(","))
     js = nc.jetstream()
 
     async def run() -> None:
@@ -44,10 +44,10 @@ async def raw_single(url: str, count: int, with_headers: bool = False) -> float:
         await nc.close()
 
 
-async def raw_pipelined(url: str, count: int, with_headers: bool = False) -> float:
-    await reset_stream(url)
+async def raw_pipelined(url: str, count: int, with_headers: bool = False, replicas: int = 1) -> float:
+    await reset_stream(url, replicas=replicas)
     messages = _messages(count, with_headers)
-    nc = await nats.connect(url)
+    nc = await nats.connect(url.split(","))
     js = nc.jetstream(publish_async_max_pending=4000)
 
     async def run() -> None:
@@ -78,12 +78,12 @@ async def eventwire_single(url: str, count: int) -> float:
         await transport.close()
 
 
-async def eventwire_pipelined(url: str, count: int, fast_path: bool = False) -> float:
+async def eventwire_pipelined(url: str, count: int, fast_path: bool = False, replicas: int = 1) -> float:
     """``fast_path``: the stream takes fast-ingest batches, so publish_many sends them that way."""
-    await reset_stream(url)
+    await reset_stream(url, replicas=replicas)
     items = [Outgoing(event(i), subject=SUBJECT) for i in range(count)]
     transport = await connect_transport(url)
-    await transport.ensure_stream(Stream(STREAM, ("bench.>",), allow_batched=fast_path))
+    await transport.ensure_stream(Stream(STREAM, ("bench.>",), replicas=replicas, allow_batched=fast_path))
     publisher = Publisher(transport, source="/bench")
 
     async def run() -> None:

@@ -25,7 +25,7 @@ async def app_rate(url: str, count: int, workers: int) -> float:
     await prefill(url, count)
     durable = app.handlers[0].durable
     transport = await connect_transport(url)
-    nc = await nats.connect(url)
+    nc = await nats.connect(url.split(","))
     js = nc.jetstream()
     try:
         await transport.ensure_durable(durable)
@@ -53,9 +53,10 @@ async def app_rate(url: str, count: int, workers: int) -> float:
                 raise RuntimeError(f"{workers} workers did not start pulling")
             await js.resume_consumer(STREAM, durable.name)
             started = time.perf_counter()
-            while (await js.consumer_info(STREAM, durable.name)).ack_floor.stream_seq < count:
-                await asyncio.sleep(0.1)
-            return count / (time.perf_counter() - started)
+            while True:  # polled, not awaited: the workers are other processes
+                if (await js.consumer_info(STREAM, durable.name)).ack_floor.stream_seq >= count:
+                    return count / (time.perf_counter() - started)
+                await asyncio.sleep(0.05)
         finally:
             with contextlib.suppress(ProcessLookupError):
                 supervisor.send_signal(signal.SIGTERM)

@@ -37,8 +37,19 @@ def test_bench_quick_run_writes_results(tmp_path: Path) -> None:
         "consume.eventwire_app_observed",
         "consume.eventwire_app_observed_sampled",
         "consume.faststream_pull",
+        "publish.eventwire_fast",
+        "workers.one",
+        "workers.two",
+        "cluster.raw_pipelined_headers",
+        "cluster.eventwire_pipelined",
+        "cluster.eventwire_fast",
     }
     assert all(entry["median"] > 0 for entry in data["throughput"].values())
     assert set(data["latency"]) == {"raw_pull", "eventwire"}
     assert data["rss"]["events"] == 3_000
-    assert {t["what"] for t in data["targets"]} >= {"pipelined publish / raw publish_async"}
+    assert {t["what"] for t in data["targets"]} >= {
+        "pipelined publish / raw publish_async",
+        "fast-ingest publish_many / raw publish_async with the same headers",
+        "App with --workers 2 / one worker (median of paired runs)",
+        "outbox relay on sqlite, fast-ingest batches (events/s)",
+    }
