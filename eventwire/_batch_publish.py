@@ -17,11 +17,29 @@ from collections.abc import Callable, Sequence
 
 from ._backoff import Backoff
 from ._errors import PermissionDenied, PublishError, PublishTimeout
-from .transport import BatchMessage, BatchTarget, FastBatchResult, PublishAck, TransientPublishFailure
+from .transport import BatchMessage, BatchTarget, FastBatchResult, PublishAck, TransientPublishFailure, Transport
 
 logger = logging.getLogger("eventwire.publisher")
 
 Outcome = PublishAck | PublishError | PermissionDenied
+
+
+async def by_batch_target(
+    transport: Transport, subjects: Sequence[str]
+) -> tuple[list[tuple[BatchTarget, list[int]]], list[int]]:
+    """Positions grouped by the stream that takes fast-ingest batches for their subject, in order; and the rest."""
+    targets: dict[str, BatchTarget | None] = {}
+    batched: dict[str, tuple[BatchTarget, list[int]]] = {}
+    rest: list[int] = []
+    for position, subject in enumerate(subjects):
+        if subject not in targets:
+            targets[subject] = await transport.batch_target(subject)
+        target = targets[subject]
+        if target is None:
+            rest.append(position)
+        else:
+            batched.setdefault(target.stream, (target, []))[1].append(position)
+    return list(batched.values()), rest
 
 
 class FastBatchRun:

@@ -13,7 +13,7 @@ from typing import Protocol
 from google.protobuf.message import Message
 
 from ._backoff import Backoff
-from ._batch_publish import FastBatchRun, Outcome
+from ._batch_publish import FastBatchRun, Outcome, by_batch_target
 from ._envelope import binary_headers, now_rfc3339
 from ._errors import BatchHoldsDuplicate, ConfigError, PayloadTooLarge, PermissionDenied, PublishError, PublishTimeout
 from ._ids import uuid7
@@ -21,7 +21,7 @@ from ._publish_stream import PublishStream
 from ._streams import check_subject
 from ._tracing import end_span, start_producer_span, tracing_on
 from .contracts import PROTOBUF, EventRegistry, codec_for, schema_ref
-from .transport import BatchMessage, BatchTarget, PublishAck, TransientPublishFailure, Transport
+from .transport import BatchMessage, PublishAck, TransientPublishFailure, Transport
 
 logger = logging.getLogger("eventwire.publisher")
 
@@ -540,20 +540,10 @@ class Publisher:
         """Send what goes to streams that take fast-ingest batches that way; return the rest, in order."""
         if len(todo) < FAST_PATH_MIN_EVENTS:
             return todo
-        by_stream: dict[str, tuple[BatchTarget, list[int]]] = {}
-        rest: list[int] = []
-        targets: dict[str, BatchTarget | None] = {}
-        for i in todo:
-            item = prepared[i]
-            assert item is not None
-            if item.subject not in targets:
-                targets[item.subject] = await self._transport.batch_target(item.subject)
-            target = targets[item.subject]
-            if target is None:
-                rest.append(i)
-            else:
-                by_stream.setdefault(target.stream, (target, []))[1].append(i)
-        for target, indexes in by_stream.values():
+        groups, others = await by_batch_target(self._transport, [_wire(prepared[i])[0] for i in todo])
+        rest = [todo[p] for p in others]
+        for target, positions in groups:
+            indexes = [todo[p] for p in positions]
             if len(indexes) < FAST_PATH_MIN_EVENTS:
                 rest.extend(indexes)
                 continue

@@ -16,13 +16,13 @@ from sqlalchemy import delete, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
-from .._batch_publish import FastBatchRun
+from .._batch_publish import FastBatchRun, by_batch_target
 from .._errors import ConfigError, PermissionDenied, PublishError
 from .._ids import uuid7
 from .._publisher import FAST_PATH_FLOW, RETRY_BACKOFF, EventEncoder, send_with_retries
 from .._tracing import current_trace_context
 from ..contracts import PROTOBUF, EventRegistry
-from ..transport import BatchMessage, BatchTarget, PublishAck, Transport
+from ..transport import BatchMessage, PublishAck, Transport
 from ._tables import metadata, outbox_keys_table, outbox_table
 
 logger = logging.getLogger("eventwire.outbox")
@@ -330,19 +330,9 @@ class OutboxRelay:
     async def _publish(self, transport: Transport, rows: Sequence[Any]) -> list[str]:
         """Publish rows, each key's in order; return the ids of those JetStream stored (or had already)."""
         messages = [(row.subject, bytes(row.payload), json.loads(row.headers)) for row in rows]
-        targets: dict[str, BatchTarget | None] = {}
-        batched: dict[str, tuple[BatchTarget, list[int]]] = {}
-        one_by_one: list[int] = []
-        for position, row in enumerate(rows):
-            if row.subject not in targets:
-                targets[row.subject] = await transport.batch_target(row.subject)
-            target = targets[row.subject]
-            if target is None:
-                one_by_one.append(position)
-            else:
-                batched.setdefault(target.stream, (target, []))[1].append(position)
+        batched, one_by_one = await by_batch_target(transport, [row.subject for row in rows])
         acked: list[str] = []
-        for target, positions in batched.values():
+        for target, positions in batched:
             if len(positions) < 2:  # a key's rows go one round trip after another: a batch beats that from two
                 one_by_one.extend(positions)
                 continue
