@@ -246,11 +246,10 @@ class OutboxRelay:
             outbox_table.c.payload,
         )
         if conn.dialect.name == "postgresql":
-            keys = await self._claim_keys(conn)
-            if not keys:
+            first_pending = await self._claim_keys(conn)
+            if not first_pending:
                 return []
-            # Read now, under the locks: a relay that held one of these keys may have sent rows since.
-            first_pending = await _first_pending(conn, keys)
+            keys = list(first_pending)
             query = (
                 select(*columns)
                 .where(pending, outbox_table.c.event_key.in_(keys))
@@ -285,12 +284,13 @@ class OutboxRelay:
                 expected = row.key_seq + 1
         return claimed
 
-    async def _claim_keys(self, conn: AsyncConnection) -> list[str]:
-        """Take keys, oldest first, until they hold about a batch of rows.
+    async def _claim_keys(self, conn: AsyncConnection) -> dict[str, int]:
+        """Take keys, oldest first, until they hold about a batch of rows; return each one's earliest pending key_seq.
 
         Relays split the table by key: a transaction-scoped advisory lock per key, tried without
         waiting, so a relay passes over keys another one is publishing instead of queueing behind
-        their earliest rows.
+        their earliest rows. What a key holds is read again once it is locked: the relay that held
+        it a moment ago may have sent its rows since.
         """
         pending = outbox_table.c.sent_at.is_(None)
         candidates = (
@@ -302,7 +302,7 @@ class OutboxRelay:
                 .limit(4 * self._batch_size)
             )
         ).all()
-        taken: list[str] = []
+        taken: dict[str, int] = {}
         wanted, start = self._batch_size, 0
         while wanted > 0 and start < len(candidates):
             chunk, rows = [], 0
@@ -321,10 +321,18 @@ class OutboxRelay:
                     )
                 ).scalars()
             )
-            for key, count in chunk:
-                if key in locked:
-                    taken.append(key)
-                    wanted -= count
+            if not locked:
+                continue
+            held = (
+                await conn.execute(
+                    select(outbox_table.c.event_key, func.min(outbox_table.c.key_seq), func.count())
+                    .where(pending, outbox_table.c.event_key.in_(sorted(locked)))
+                    .group_by(outbox_table.c.event_key)
+                )
+            ).all()
+            for key, first, count in held:
+                taken[key] = int(first)
+                wanted -= count
         return taken
 
     async def _publish(self, transport: Transport, rows: Sequence[Any]) -> list[str]:

@@ -23,7 +23,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import nats.errors
-from nats.aio.msg import Msg
 
 from .._errors import EventwireError, PermissionDenied, StreamConfigError
 from .._nats_client import EventwireClient
@@ -46,25 +45,29 @@ class JetStreamMessage:
     """A delivered JetStream message with its metadata parsed once."""
 
     __slots__ = (
-        "_msg",
+        "_nc",
         "consumer_sequence",
         "data",
         "delivery_count",
         "headers",
         "progress_at",
+        "reply",
         "stream",
         "stream_sequence",
         "subject",
     )
 
-    def __init__(self, msg: Msg, now: float) -> None:
-        self._msg = msg
-        self.subject = msg.subject
-        self.data = msg.data
-        self.headers = msg.headers
+    def __init__(
+        self, nc: EventwireClient, subject: str, reply: str, data: bytes, headers: dict[str, str] | None, *, now: float
+    ) -> None:
+        self._nc = nc
+        self.subject = subject
+        self.reply = reply
+        self.data = data
+        self.headers = headers
         # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<cseq>.<ts>.<pending>, or the v2 form with
         # domain and account hash in front and a random token at the end.
-        tokens = msg.reply.split(".")
+        tokens = reply.split(".")
         offset = 2 if len(tokens) == 9 else 4
         self.delivery_count = int(tokens[offset + 2])
         self.stream = tokens[offset]
@@ -73,20 +76,24 @@ class JetStreamMessage:
         self.progress_at = now
 
     async def ack(self) -> None:
-        client: EventwireClient = self._msg._client  # type: ignore[assignment]
-        await client.publish_reply(self._msg.reply)
+        await self._nc.publish_reply(self.reply)
 
     async def ack_confirmed(self, timeout: float) -> None:
-        await self._msg.ack_sync(timeout=timeout)
+        await self._nc.request(self.reply, _ACK, timeout=timeout)
 
     async def nak(self, delay: float | None = None) -> None:
-        await self._msg.nak(delay=delay)
+        payload = _NAK if not delay else _NAK + b" " + json.dumps({"delay": int(delay * 1e9)}).encode()
+        await self._nc.publish_reply(self.reply, payload)
 
     async def term(self) -> None:
-        await self._msg.term()
+        await self._nc.publish_reply(self.reply, _TERM)
 
     async def in_progress(self) -> None:
-        await self._msg.in_progress()
+        await self._nc.publish_reply(self.reply, _IN_PROGRESS)
+
+
+# What the server reads on a delivery's reply subject (ADR-15); an empty message is an ack too.
+_ACK, _NAK, _TERM, _IN_PROGRESS = b"+ACK", b"-NAK", b"+TERM", b"+WPI"
 
 
 @dataclass(slots=True)
@@ -143,9 +150,7 @@ class JetStreamPull:
 
     async def start(self) -> None:
         self._stop_listening = self._nc.on_denial(self._on_denial)
-        self._sub = await self._nc.subscribe(
-            self._inbox + ".*", cb=self._on_msg, pending_msgs_limit=-1, pending_bytes_limit=-1
-        )
+        self._sub = await self._nc.subscribe_direct(self._inbox + ".*", self._on_delivery)
         self._tasks = [
             asyncio.create_task(self._pump(), name=f"eventwire-pull-{self._durable.name}"),
             asyncio.create_task(self._watchdog(), name=f"eventwire-pull-watchdog-{self._durable.name}"),
@@ -196,9 +201,15 @@ class JetStreamPull:
         if request is not None:
             self._outstanding -= request.remaining
 
-    async def _on_msg(self, msg: Msg) -> None:
+    def _on_delivery(self, subject: str, reply: str, data: bytes, headers: dict[str, str] | None) -> None:
+        try:
+            self._on_msg(subject, reply, data, headers)
+        except Exception:  # in the connection's reading task: never let it through
+            logger.exception("pull on durable %s: could not take a delivery", self._durable.name)
+
+    def _on_msg(self, subject: str, reply: str, data: bytes, headers: dict[str, str] | None) -> None:
         now = self._loop.time()
-        if msg.reply:
+        if reply:
             if self._requests:
                 token, request = next(iter(self._requests.items()))
                 request.remaining -= 1
@@ -207,10 +218,10 @@ class JetStreamPull:
                 if request.remaining <= 0:
                     del self._requests[token]
             self._refusals = 0
-            self._sink(JetStreamMessage(msg, now))
+            self._sink(JetStreamMessage(self._nc, subject, reply, data, headers, now=now))
             return
-        token = msg.subject[len(self._inbox) + 1 :]
-        headers = msg.headers or {}
+        token = subject[len(self._inbox) + 1 :]
+        headers = headers or {}
         status = headers.get("Status")
         if status == "100":
             waiting = self._requests.get(token)
