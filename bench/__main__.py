@@ -168,11 +168,19 @@ async def run(args: argparse.Namespace, url: str, console: Console) -> dict[str,
         rss = json.loads(measured.stdout.strip().splitlines()[-1])
     result = report(series, latencies, rss, args)
     result["outbox_relay_events_per_s"] = relay
+    if workers.busy_cores:
+        result["workers_busy_cores"] = workers.busy_cores
+    if cluster_busy:
+        result["cluster_busy_cores"] = cluster_busy
     for label, relayed in relay.items():
         if "fast-ingest" in label and relayed is not None:
             goal = {"what": f"outbox relay on {label} (events/s)", "value": relayed, "target": 20_000.0}
             result["targets"].append({**goal, "met": relayed >= 20_000})
     return result
+
+
+# Busy cores of the machine during each cluster row (whole runs, set-up included).
+cluster_busy: dict[str, list[float]] = {}
 
 
 async def cluster_rows(series: dict[str, Series], args: argparse.Namespace, console: Console) -> None:
@@ -197,7 +205,9 @@ async def cluster_rows(series: dict[str, Series], args: argparse.Namespace, cons
             for _ in range(args.reps):
                 for key, name, contender in rows:
                     series.setdefault(key, Series(name, "msg/s"))
+                    ticks = workers.cpu_ticks()
                     rate = await contender(cluster.url, args.cluster_events, replicas=3, **options[key])
+                    cluster_busy.setdefault(key, []).append(workers.busy_since(ticks))
                     series[key].values.append(rate)
                     console.print(f"  {name}: {rate:,.0f} msg/s")
         finally:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import sys
 import time
@@ -19,6 +20,21 @@ from ._common import STREAM, connect_transport, prefill
 from .workers_app import app
 
 ROOT = Path(__file__).parent.parent
+# Busy cores of the whole machine during each run, [(workers, cores)]: the profile of a ratio that falls short.
+busy_cores: list[tuple[int, float]] = []
+
+
+def cpu_ticks() -> tuple[int, int]:
+    """All and idle CPU time of the machine since boot, in ticks (Linux)."""
+    with open("/proc/stat") as stat:
+        values = [int(v) for v in stat.readline().split()[1:]]
+    return sum(values), values[3] + values[4]
+
+
+def busy_since(ticks: tuple[int, int]) -> float:
+    """Cores of the machine busy on average since ``ticks`` were read."""
+    total, idle = (a - b for a, b in zip(cpu_ticks(), ticks, strict=True))
+    return (os.cpu_count() or 1) * (1 - idle / max(total, 1))
 
 
 async def app_rate(url: str, count: int, workers: int) -> float:
@@ -52,10 +68,12 @@ async def app_rate(url: str, count: int, workers: int) -> float:
             else:
                 raise RuntimeError(f"{workers} workers did not start pulling")
             await js.resume_consumer(STREAM, durable.name)
-            started = time.perf_counter()
+            started, ticks = time.perf_counter(), cpu_ticks()
             while True:  # polled, not awaited: the workers are other processes
                 if (await js.consumer_info(STREAM, durable.name)).ack_floor.stream_seq >= count:
-                    return count / (time.perf_counter() - started)
+                    took = time.perf_counter() - started
+                    busy_cores.append((workers, busy_since(ticks)))
+                    return count / took
                 await asyncio.sleep(0.05)
         finally:
             with contextlib.suppress(ProcessLookupError):
