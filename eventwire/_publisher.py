@@ -330,7 +330,7 @@ class Publisher:
         stopped it. Items whose attempts fail transiently are sent again, with
         the same msg id, until the deadline. Events for a stream that takes
         fast-ingest batches (``Stream(allow_batched=True)``, nats-server 2.14+)
-        go as batches, with one flow acknowledgement per hundred events; the
+        go as batches, one flow acknowledgement per few hundred events; the
         rest are pipelined with up to ``window`` acks outstanding. A duplicate
         found in a batch is acked with ``sequence`` 0: the server does not say
         where the first copy is.
@@ -378,12 +378,8 @@ class Publisher:
         for span, result in zip(spans, outcomes, strict=False):
             if span is not None:
                 end_span(span, None if isinstance(result, PublishAck) else result)
-        if self._stats is not None:
-            for ce_type, result in zip(types, outcomes, strict=True):
-                if isinstance(result, PublishAck):
-                    self._stats.publish_done(ce_type, "duplicate" if result.duplicate else "stored")
-                else:
-                    self._stats.publish_done(ce_type, "failed")
+        for ce_type, result in zip(types, outcomes, strict=True):
+            self._record(ce_type, result, None)
         return outcomes
 
     def publish_stream(
@@ -461,14 +457,15 @@ class Publisher:
             for span in spans:
                 end_span(span, exc)
             if isinstance(exc, PublishError | PermissionDenied):
-                self._count(types, "failed")
+                for ce_type in types:
+                    self._record(ce_type, exc, None)
             raise
         finally:
             self._end()
         for span in spans:
             end_span(span)
         for ce_type, ack in zip(types, acks, strict=True):
-            self._count([ce_type], "duplicate" if ack.duplicate else "stored")
+            self._record(ce_type, ack, None)
         return acks
 
     async def _send_atomic(self, messages: list[BatchMessage], deadline: float) -> list[PublishAck]:
@@ -497,11 +494,6 @@ class Publisher:
                 continue
             first = last.sequence - len(messages) + 1
             return [PublishAck(last.stream, first + n) for n in range(len(messages))]
-
-    def _count(self, ce_types: Iterable[str], outcome: str) -> None:
-        if self._stats is not None:
-            for ce_type in ce_types:
-                self._stats.publish_done(ce_type, outcome)
 
     async def _send_pipelined(
         self,

@@ -202,7 +202,7 @@ async def test_a_server_restart_mid_batch_loses_and_doubles_nothing(
 
 def test_a_plain_pub_ack_to_the_first_message_means_the_server_has_no_fast_path() -> None:
     # A server before 2.14 reads the $FI reply subject as an ordinary one: message 1 is stored as such.
-    batch = _Batch("b1", count=100)
+    batch = _Batch("b1")
     batch.on_reply(b'{"stream":"ORDERS","seq":41}', None)
     assert batch.result == FastBatchResult(1, last_sequence=41, not_batched={"stream": "ORDERS", "seq": 41})
 

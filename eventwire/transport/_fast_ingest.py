@@ -37,15 +37,13 @@ logger = logging.getLogger("eventwire.transport")
 
 _START, _APPEND, _COMMIT, _PING = 0, 1, 2, 4
 BATCH_ID_UNKNOWN = 10208
-TOO_MANY_BATCHES = 10211
 
 
 class _Batch:
-    """The client's state of one batch: what the server confirmed, and the futures its sender waits on."""
+    """The client's state of one batch: what the server confirmed so far, and its outcome once known."""
 
-    def __init__(self, batch_id: str, count: int) -> None:
+    def __init__(self, batch_id: str) -> None:
         self.batch_id = batch_id
-        self.count = count
         self.acked = -1  # no flow ack yet
         self.per_ack = 1
         self.changed = asyncio.Event()
@@ -141,7 +139,7 @@ class FastIngest:
         """Send ``messages`` as one batch and wait for its commit, or for what can be known when it breaks off."""
         await self._subscribe()
         batch_id = uuid.uuid4().hex
-        batch = _Batch(batch_id, len(messages))
+        batch = _Batch(batch_id)
         self._batches[batch_id] = batch
         try:
             return await self._run(batch, messages, flow, stall_timeout)
