@@ -36,9 +36,9 @@ from .contracts import EventRegistry
 from .transport import ConnectOptions, PublishAck
 
 __all__ = [
-    "BatchHoldsDuplicate",
     "App",
     "Backoff",
+    "BatchHoldsDuplicate",
     "ConfigError",
     "ConnectError",
     "ConnectOptions",
