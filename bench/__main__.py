@@ -26,7 +26,7 @@ from eventwire.server import EmbeddedServer
 from eventwire.testing import EmbeddedCluster
 
 from . import consume, latency, outbox, publish, workers
-from ._common import Series, percentile, prefill
+from ._common import Series, busy_since, cpu_ticks, percentile, prefill
 
 RESULTS = Path(__file__).parent / "results"
 
@@ -205,9 +205,9 @@ async def cluster_rows(series: dict[str, Series], args: argparse.Namespace, cons
             for _ in range(args.reps):
                 for key, name, contender in rows:
                     series.setdefault(key, Series(name, "msg/s"))
-                    ticks = workers.cpu_ticks()
+                    ticks = cpu_ticks()
                     rate = await contender(cluster.url, args.cluster_events, replicas=3, **options[key])
-                    cluster_busy.setdefault(key, []).append(workers.busy_since(ticks))
+                    cluster_busy.setdefault(key, []).append(busy_since(ticks))
                     series[key].values.append(rate)
                     console.print(f"  {name}: {rate:,.0f} msg/s")
         finally:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import statistics
 import time
 from collections.abc import Awaitable, Callable
@@ -113,3 +114,16 @@ async def wait_event(event: asyncio.Event, timeout: float, what: str) -> None:
         await asyncio.wait_for(event.wait(), timeout)
     except TimeoutError as exc:
         raise RuntimeError(f"{what} did not finish within {timeout:.0f}s") from exc
+
+
+def cpu_ticks() -> tuple[int, int]:
+    """All and idle CPU time of the machine since boot, in ticks (Linux)."""
+    with open("/proc/stat") as stat:
+        values = [int(v) for v in stat.readline().split()[1:]]
+    return sum(values), values[3] + values[4]
+
+
+def busy_since(ticks: tuple[int, int]) -> float:
+    """Cores of the machine busy on average since ``ticks`` were read."""
+    total, idle = (a - b for a, b in zip(cpu_ticks(), ticks, strict=True))
+    return (os.cpu_count() or 1) * (1 - idle / max(total, 1))

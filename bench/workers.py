@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import signal
 import sys
 import time
@@ -16,25 +15,12 @@ from pathlib import Path
 
 import nats
 
-from ._common import STREAM, connect_transport, prefill
+from ._common import STREAM, busy_since, connect_transport, cpu_ticks, prefill
 from .workers_app import app
 
 ROOT = Path(__file__).parent.parent
 # Busy cores of the whole machine during each run, [(workers, cores)]: the profile of a ratio that falls short.
 busy_cores: list[tuple[int, float]] = []
-
-
-def cpu_ticks() -> tuple[int, int]:
-    """All and idle CPU time of the machine since boot, in ticks (Linux)."""
-    with open("/proc/stat") as stat:
-        values = [int(v) for v in stat.readline().split()[1:]]
-    return sum(values), values[3] + values[4]
-
-
-def busy_since(ticks: tuple[int, int]) -> float:
-    """Cores of the machine busy on average since ``ticks`` were read."""
-    total, idle = (a - b for a, b in zip(cpu_ticks(), ticks, strict=True))
-    return (os.cpu_count() or 1) * (1 - idle / max(total, 1))
 
 
 async def app_rate(url: str, count: int, workers: int) -> float:

@@ -113,6 +113,16 @@ def _encode_headers_carefully(headers: dict[str, Any]) -> str:
     return "".join(lines)
 
 
+def server_version(nc: Client) -> tuple[int, int, int]:
+    """The connected server's version, to compare with the release that brought a feature."""
+    reported = nc.connected_server_version
+    return (reported.major, reported.minor, reported.patch)
+
+
+def dotted(version: tuple[int, ...]) -> str:
+    return ".".join(map(str, version))
+
+
 def parse_denial(message: str) -> PermissionDenied | None:
     """The denial in a server error such as ``permissions violation for publish to "orders.x"``."""
     match = _DENIAL.search(message.lower())
@@ -209,19 +219,8 @@ class EventwireClient(Client):
     async def publish_reply(self, subject: str, payload: bytes = b"") -> None:
         """A header-less publish to a subject the server made (an ack to ``$JS.ACK…``): ``publish`` without
         re-checking the subject, which costs more than the rest of an ack."""
-        if self.is_closed:
-            raise errors.ConnectionClosedError
-        if self.is_draining_pubs:
-            raise errors.ConnectionDrainingError
-        if not self.is_connected and (
-            self._max_pending_size <= 0 or len(payload) + self._pending_data_size > self._max_pending_size
-        ):
-            raise errors.OutboundBufferLimitError
-        self.stats["out_msgs"] += 1
-        self.stats["out_bytes"] += len(payload)
-        await self._send_command(command.pub_cmd(subject, "", payload))
-        if self._flush_queue is not None and self._flush_queue.empty():
-            await self._flush_pending()
+        self._check_open()
+        await self._write(command.pub_cmd(subject, "", payload), 1, len(payload), buffered=len(payload))
 
     async def publish_all(self, messages: list[tuple[str, str, dict[str, str], bytes]]) -> None:
         """``(subject, reply, headers, payload)`` each, as ``publish`` sends them, written into the buffer at once.
@@ -229,10 +228,7 @@ class EventwireClient(Client):
         For a run of messages whose subjects and replies the caller made and checked (a fast-ingest batch):
         one buffer append instead of one per message.
         """
-        if self.is_closed:
-            raise errors.ConnectionClosedError
-        if self.is_draining_pubs:
-            raise errors.ConnectionDrainingError
+        self._check_open()
         commands = []
         size = 0
         for subject, reply, headers, payload in messages:
@@ -241,12 +237,22 @@ class EventwireClient(Client):
             commands.append(command.hpub_cmd(subject, reply, encode_headers(headers), payload))
             size += len(payload)
         block = b"".join(commands)
+        await self._write(block, len(commands), size, buffered=len(block))
+
+    def _check_open(self) -> None:
+        if self.is_closed:
+            raise errors.ConnectionClosedError
+        if self.is_draining_pubs:
+            raise errors.ConnectionDrainingError
+
+    async def _write(self, block: bytes, messages: int, payload_bytes: int, *, buffered: int) -> None:
+        """What nats-py's publish does after its checks: refuse when reconnecting with no room, count, buffer."""
         if not self.is_connected and (
-            self._max_pending_size <= 0 or len(block) + self._pending_data_size > self._max_pending_size
+            self._max_pending_size <= 0 or buffered + self._pending_data_size > self._max_pending_size
         ):
             raise errors.OutboundBufferLimitError
-        self.stats["out_msgs"] += len(commands)
-        self.stats["out_bytes"] += size
+        self.stats["out_msgs"] += messages
+        self.stats["out_bytes"] += payload_bytes
         await self._send_command(block)
         if self._flush_queue is not None and self._flush_queue.empty():
             await self._flush_pending()

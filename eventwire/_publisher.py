@@ -36,6 +36,8 @@ def wire_size(payload: bytes, headers: dict[str, str]) -> int:
 
 
 RETRY_BACKOFF = Backoff(initial=0.05, multiplier=2.0, maximum=2.0, jitter=0.5)
+# How long one attempt waits for its ack before it counts as lost and is sent again.
+ATTEMPT_TIMEOUT = 2.0
 # Below this many events for one stream a fast-ingest batch gains nothing: it costs two round trips more.
 FAST_PATH_MIN_EVENTS = 32
 # Messages per flow acknowledgement the publisher asks for (the most the server grants); it lowers it under load.
@@ -57,7 +59,7 @@ async def send_with_retries(
     headers: dict[str, str],
     *,
     deadline: float,
-    attempt_timeout: float = 2.0,
+    attempt_timeout: float = ATTEMPT_TIMEOUT,
     backoff: Backoff = RETRY_BACKOFF,
     on_retry: Callable[[], None] | None = None,
 ) -> PublishAck:
@@ -177,7 +179,7 @@ class Publisher:
         registry: EventRegistry | None = None,
         content_type: str = PROTOBUF,
         deadline: float = 30.0,
-        attempt_timeout: float = 2.0,
+        attempt_timeout: float = ATTEMPT_TIMEOUT,
         window: int = 1000,
         retry_backoff: Backoff = RETRY_BACKOFF,
         stats: PublishStats | None = None,

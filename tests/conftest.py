@@ -82,6 +82,17 @@ async def eventually(
         await asyncio.sleep(interval)
 
 
+def recorded(path: Path) -> list[tuple[int, str, int, float]]:
+    """The ``pid order_id delivery_count unix_time`` lines tests.services.recorder wrote so far, whole lines only."""
+    if not path.exists():
+        return []
+    rows = []
+    for line in path.read_text().rpartition("\n")[0].splitlines():
+        pid, order_id, delivery, at = line.split()
+        rows.append((int(pid), order_id, int(delivery), float(at)))
+    return rows
+
+
 @pytest.fixture
 async def transport(jetstream_server: EmbeddedServer) -> AsyncIterator[JetStreamTransport]:
     connected = await JetStreamTransport.connect(ConnectOptions.from_url(jetstream_server.url))

@@ -18,7 +18,7 @@ from eventwire.server import EmbeddedServer
 from eventwire.testing import EmbeddedCluster
 from eventwire.transport import JetStreamTransport
 
-from .conftest import eventually, unique
+from .conftest import eventually, recorded, unique
 from .events import OrderCreated
 
 ROOT = Path(__file__).parent.parent
@@ -70,16 +70,6 @@ def _spawn(command: list[str], env: dict[str, str], *, keep_log: bool = False) -
     return subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=log)
 
 
-def _records(path: Path) -> list[tuple[int, str, int, float]]:
-    if not path.exists():
-        return []
-    rows = []
-    for line in path.read_text().splitlines():
-        pid, order_id, delivery, at = line.split()
-        rows.append((int(pid), order_id, int(delivery), float(at)))
-    return rows
-
-
 @pytest.mark.timeout(120)
 async def test_a_resumed_consumer_skips_what_waited_past_ack_wait(
     jetstream_server: EmbeddedServer, tmp_path: Path
@@ -98,14 +88,14 @@ async def test_a_resumed_consumer_skips_what_waited_past_ack_wait(
     first = _spawn(command, env, keep_log=True)
     second = None
     try:
-        await eventually(lambda: any(pid == first.pid for pid, *_ in _records(record)), timeout=30)
+        await eventually(lambda: any(pid == first.pid for pid, *_ in recorded(record)), timeout=30)
         first.send_signal(signal.SIGSTOP)  # with up to eight fetched events waiting in its buffer
         second = _spawn(command, env)
         await asyncio.sleep(5.0)  # past ack_wait: the server hands the first one's events to the second
         resumed_at = time.time()
         first.send_signal(signal.SIGCONT)
         for _ in range(400):
-            if {order for _, order, *_ in _records(record)} >= {f"o-{i:02d}" for i in range(30)}:
+            if {order for _, order, *_ in recorded(record)} >= {f"o-{i:02d}" for i in range(30)}:
                 break
             await asyncio.sleep(0.1)
         await asyncio.sleep(1.0)
@@ -117,7 +107,7 @@ async def test_a_resumed_consumer_skips_what_waited_past_ack_wait(
         _, first_log = first.communicate(timeout=30)
         if second is not None:
             second.wait(30)
-    rows = _records(record)
+    rows = recorded(record)
     by_second = {order for pid, order, *_ in rows if second is not None and pid == second.pid}
     first_after_resume = [
         (order, delivery) for pid, order, delivery, at in rows if pid == first.pid and at > resumed_at

@@ -15,17 +15,11 @@ from eventwire import ConnectOptions, Outgoing, Publisher, Stream
 from eventwire.server import EmbeddedServer
 from eventwire.transport import JetStreamTransport
 
-from .conftest import eventually, unique
+from .conftest import eventually, recorded, unique
 from .events import OrderCreated
 
 ROOT = Path(__file__).parent.parent
 EVENTS = 600
-
-
-def _records(path: Path) -> list[tuple[int, str]]:
-    if not path.exists():
-        return []
-    return [(int(line.split()[0]), line.split()[1]) for line in path.read_text().splitlines() if line.count(" ") == 3]
 
 
 def _alive(pid: int) -> bool:
@@ -62,14 +56,14 @@ async def test_a_killed_worker_is_restarted_nothing_is_lost_and_sigterm_ends_all
             *command, "--url", jetstream_server.url, "--log-level", "INFO", cwd=ROOT, env=env, stderr=sink
         )
     try:
-        await eventually(lambda: len({pid for pid, _ in _records(record)}) == 2, timeout=60)
+        await eventually(lambda: len({pid for pid, *_ in recorded(record)}) == 2, timeout=60)
         first_workers = _children(supervisor.pid)
         victim = next(iter(first_workers))
         os.kill(victim, signal.SIGKILL)
         await eventually(lambda: len(_children(supervisor.pid) - first_workers) == 1, timeout=30)
         replacement = (_children(supervisor.pid) - first_workers).pop()
         everything = {f"o-{i:04d}" for i in range(EVENTS)}
-        await eventually(lambda: {order for _, order in _records(record)} == everything, timeout=90)
+        await eventually(lambda: {order for _, order, *_ in recorded(record)} == everything, timeout=90)
         # Every event acked: what the killed worker held unacked was redelivered and handled.
         await eventually(lambda: _acked_all(transport, name), timeout=30)
         workers = _children(supervisor.pid)
@@ -82,7 +76,7 @@ async def test_a_killed_worker_is_restarted_nothing_is_lost_and_sigterm_ends_all
     text = log.read_text()
     assert code == 0, text
     assert "was killed by SIGKILL; restarting it" in text
-    assert any(pid == replacement for pid, _ in _records(record))  # the new worker took part
+    assert any(pid == replacement for pid, *_ in recorded(record))  # the new worker took part
     assert not any(_alive(pid) for pid in workers)
     assert "all 2 workers shut down cleanly" in text
 

@@ -17,6 +17,7 @@ import typer
 from nats.aio.client import Client
 
 from .._errors import ServerError
+from .._nats_client import dotted, server_version
 from .._status import consumers_of, js_api, list_all
 from ..transport import JetStreamTransport
 from ._connect import ConnectionFlags, fail, with_connection
@@ -36,11 +37,9 @@ _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}
 
 
 def require_version(nc: Client, needed: tuple[int, int, int], what: str) -> None:
-    reported = nc.connected_server_version
-    version = (reported.major, reported.minor, reported.patch)
+    version = server_version(nc)
     if version < needed:
-        shown = ".".join(map(str, version))
-        fail(f"{what} needs nats-server {'.'.join(map(str, needed))} or later; this server is {shown}")
+        fail(f"{what} needs nats-server {dotted(needed)} or later; this server is {dotted(version)}")
 
 
 async def find_stream(nc: Client, durable: str, stream: str | None) -> str:

@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 from .._batch_publish import FastBatchRun, by_batch_target
 from .._errors import ConfigError, PermissionDenied, PublishError
 from .._ids import uuid7
-from .._publisher import FAST_PATH_FLOW, RETRY_BACKOFF, EventEncoder, send_with_retries
+from .._publisher import ATTEMPT_TIMEOUT, FAST_PATH_FLOW, RETRY_BACKOFF, EventEncoder, send_with_retries
 from .._tracing import current_trace_context
 from ..contracts import PROTOBUF, EventRegistry
 from ..transport import BatchMessage, PublishAck, Transport
@@ -340,17 +340,17 @@ class OutboxRelay:
         messages = [(row.subject, bytes(row.payload), json.loads(row.headers)) for row in rows]
         batched, one_by_one = await by_batch_target(transport, [row.subject for row in rows])
         acked: list[str] = []
+        loop = asyncio.get_running_loop()
         for target, positions in batched:
             if len(positions) < 2:  # a key's rows go one round trip after another: a batch beats that from two
                 one_by_one.extend(positions)
                 continue
-            loop = asyncio.get_running_loop()
             run = FastBatchRun(
                 target,
                 [messages[p] for p in positions],
                 keys=[rows[p].event_key for p in positions],
                 flow=FAST_PATH_FLOW,
-                attempt_timeout=2.0,
+                attempt_timeout=ATTEMPT_TIMEOUT,
                 backoff=RETRY_BACKOFF,
                 give_up_at=loop.time() + self._publish_deadline,
                 deadline=self._publish_deadline,
@@ -369,16 +369,16 @@ class OutboxRelay:
                 )
             one_by_one.extend(left)
         one_by_one.sort()
-        acked += await self._publish_one_by_one(transport, [rows[p] for p in one_by_one], messages, one_by_one)
+        acked += await self._publish_one_by_one(transport, rows, messages, one_by_one)
         return acked
 
     async def _publish_one_by_one(
-        self, transport: Transport, rows: list[Any], messages: list[BatchMessage], positions: list[int]
+        self, transport: Transport, rows: Sequence[Any], messages: list[BatchMessage], positions: list[int]
     ) -> list[str]:
-        """Keys in parallel, each key's rows one after another."""
+        """The rows at ``positions``: keys in parallel, each key's rows one after another."""
         by_key: dict[str, list[tuple[Any, BatchMessage]]] = defaultdict(list)
-        for row, position in zip(rows, positions, strict=True):
-            by_key[row.event_key].append((row, messages[position]))
+        for position in positions:
+            by_key[rows[position].event_key].append((rows[position], messages[position]))
         room = asyncio.Semaphore(self._parallel_keys)
         acked: list[str] = []
 

@@ -20,7 +20,7 @@ from nats.js import api
 from .._connect_options import ConnectOptions
 from .._connection import ConnectionState, connect
 from .._errors import EventwireError, PermissionDenied, PublishError, StreamConfigError
-from .._nats_client import EventwireClient
+from .._nats_client import EventwireClient, dotted, server_version
 from .._streams import Durable, Stream, subject_matches
 from ._fast_ingest import FastIngest
 from ._protocol import (
@@ -220,12 +220,8 @@ class JetStreamTransport:
             raise _refused(stream, ", ".join(differences), exc) from exc
         logger.info("updated stream %s: %s", stream.name, ", ".join(differences))
 
-    def _server_version(self) -> tuple[int, int, int]:
-        reported = self.nc.connected_server_version
-        return (reported.major, reported.minor, reported.patch)
-
     def _check_server_supports(self, stream: Stream) -> None:
-        version = self._server_version()
+        version = server_version(self._nc)
         for name, wanted, since in (
             ("allow_batched", stream.allow_batched, _FAST_INGEST_SINCE),
             ("allow_atomic", stream.allow_atomic, _ATOMIC_SINCE),
@@ -234,7 +230,7 @@ class JetStreamTransport:
                 raise StreamConfigError(
                     stream.name,
                     name,
-                    f"needs nats-server {_dotted(since)} or later; this one is {_dotted(version)}",
+                    f"needs nats-server {dotted(since)} or later; this one is {dotted(version)}",
                 )
 
     async def ensure_durable(self, durable: Durable) -> None:
@@ -311,11 +307,11 @@ class JetStreamTransport:
         return future
 
     async def publish_atomic(self, messages: list[BatchMessage], *, timeout: float) -> PublishAck:
-        version = self._server_version()
+        version = server_version(self._nc)
         if version < _ATOMIC_SINCE:
             # An older server would store each message on its own: refuse rather than lose atomicity.
             raise PublishError(
-                f"atomic batches need nats-server {_dotted(_ATOMIC_SINCE)} or later; this one is {_dotted(version)}"
+                f"atomic batches need nats-server {dotted(_ATOMIC_SINCE)} or later; this one is {dotted(version)}"
             )
         batch_id = uuid.uuid4().hex
         last = len(messages)
@@ -332,7 +328,7 @@ class JetStreamTransport:
         raise PublishError("an atomic batch needs at least one event")
 
     async def batch_target(self, subject: str) -> JetStreamBatchTarget | None:
-        if self._server_version() < _FAST_INGEST_SINCE:
+        if server_version(self._nc) < _FAST_INGEST_SINCE:
             return None
         if subject in self._stream_of_subject:
             stream = self._stream_of_subject[subject]
@@ -500,10 +496,6 @@ def _refused(stream: Stream, field: str, exc: nats.js.errors.APIError) -> Stream
 
 def _plain(value: object) -> str:
     return str(getattr(value, "value", value))
-
-
-def _dotted(version: tuple[int, ...]) -> str:
-    return ".".join(map(str, version))
 
 
 def _stream_differences(current: api.StreamConfig, wanted: api.StreamConfig) -> list[str]:
