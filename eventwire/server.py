@@ -200,6 +200,7 @@ class EmbeddedServer:
         if self._process is not None:
             self._process.send_signal(signal.SIGSTOP)
             self.paused = True
+            _wait_until_stopped(self._process.pid)
 
     def resume(self) -> None:
         """SIGCONT a paused server."""
@@ -253,3 +254,22 @@ class EmbeddedServer:
 
 
 __all__ = ["EmbeddedServer", "find_binary"]
+
+
+def _wait_until_stopped(pid: int, timeout: float = 5.0) -> None:
+    """Return once every thread of ``pid`` is stopped: SIGSTOP lands asynchronously, and a thread running on
+    another core can still answer what it reads in the meantime."""
+    tasks = Path(f"/proc/{pid}/task")
+    if not tasks.is_dir():
+        return  # no procfs: the signal is all there is
+    give_up_at = time.monotonic() + timeout
+    while time.monotonic() < give_up_at:
+        try:
+            # The state follows the command name, which is in parentheses and may hold spaces.
+            states = [(task / "stat").read_text().rpartition(")")[2].split()[0] for task in tasks.iterdir()]
+        except (OSError, IndexError):
+            return  # the process is gone
+        if all(state in ("T", "t") for state in states):
+            return
+        time.sleep(0.001)
+    raise ServerError(f"nats-server (pid {pid}) did not stop within {timeout:.0f}s of SIGSTOP")
