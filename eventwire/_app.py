@@ -18,6 +18,7 @@ from ._consumer import Consumer
 from ._dead_letters import DeadLetterWriter, dead_letter_stream
 from ._delivery import HandlerFunc, HandlerSpec, Middleware, OrderingMode, SettlementListener, UnknownTypePolicy
 from ._errors import ConfigError
+from ._partitions import PartitionBalancer
 from ._publication import Publication
 from ._publisher import Publisher
 from ._retry import RetryPolicy
@@ -125,6 +126,7 @@ class App:
         self._metrics_interval = metrics_interval
         self.metrics: ServiceMetrics | None = None
         self._polling: asyncio.Task[None] | None = None
+        self._balancing: list[asyncio.Task[None]] = []
         self._handlers: list[HandlerSpec] = []
         self._consumers: list[Consumer] = []
         self._listeners: list[SettlementListener] = []
@@ -235,6 +237,7 @@ class App:
         max_event_bytes: int | None = None,
         unknown_types: UnknownTypePolicy = "skip",
         confirm_acks: bool = False,
+        partition_max_pending: int = 1,
     ) -> Callable[[F], F]:
         """Declare a handler for ``event_types`` on ``subject`` (default: the stream's only subject).
 
@@ -251,6 +254,14 @@ class App:
         confirm each ack (slower; docs/clusters.md has the figures) and logs and
         counts one that stays unconfirmed, as an ack lost in a failover would;
         the inbox remains the way to make a redelivery harmless.
+
+        On a partitioned stream (``Stream(partitions=N)``) ``ordered_by="key"``
+        keeps each key's order across instances: the handler gets a pinned
+        durable per partition (``<durable>-p<i>``), each delivering to one
+        instance at a time with at most ``partition_max_pending`` events
+        unacked (1: strict order, also across a failover; more: faster, but a
+        crashed instance's unacked events can be overtaken by later ones of
+        their partition). docs/scaling.md.
         """
         if subject is None:
             if len(stream.subjects) != 1:
@@ -261,26 +272,47 @@ class App:
             self.registry.register(event_type)
         self._add_stream(stream)
 
+        if partition_max_pending < 1:
+            raise ConfigError("handler: partition_max_pending must be at least 1")
+        declared_subject = subject
+        partitioned = stream.partitions is not None and ordered_by == "key"
+
         def register(func: F) -> F:
             handler_name = name or func.__name__
             if any(h.name == handler_name for h in self._handlers):
                 raise ConfigError(f"App {self.name!r} already has a handler named {handler_name!r}")
+            base = Durable(
+                name=durable or f"{self.name}-{handler_name}",
+                stream=stream.name,
+                filter_subject=stream.stored_filter(declared_subject),
+                ack_wait=ack_wait,
+                # With dead letters eventwire settles the last delivery itself (dead letter, then
+                # term); the server must not give up first, or a dead-letter outage would lose it.
+                max_deliver=-1 if self._dead_letters else retry.max_deliveries,
+                max_ack_pending=partition_max_pending if partitioned else max_ack_pending,
+                pinned=partitioned,
+            )
+            partitions = tuple(
+                dataclasses.replace(
+                    base, name=f"{base.name}-p{i}", filter_subject=stream.stored_filter(declared_subject, i)
+                )
+                for i in range(stream.partitions if partitioned and stream.partitions else 0)
+            )
+            if prefetch is not None:
+                fetched = prefetch
+            elif partitioned:
+                fetched = max(64, 2 * concurrency, 2 * partition_max_pending)
+            else:
+                fetched = min(max_ack_pending, max(1024, 2 * concurrency))
             spec = HandlerSpec(
                 name=handler_name,
                 func=func,
                 event_types=tuple(event_types),
-                durable=Durable(
-                    name=durable or f"{self.name}-{handler_name}",
-                    stream=stream.name,
-                    filter_subject=subject,
-                    ack_wait=ack_wait,
-                    # With dead letters eventwire settles the last delivery itself (dead letter, then
-                    # term); the server must not give up first, or a dead-letter outage would lose it.
-                    max_deliver=-1 if self._dead_letters else retry.max_deliveries,
-                    max_ack_pending=max_ack_pending,
-                ),
+                durable=base,
+                subject=declared_subject,
+                partitions=partitions,
                 concurrency=concurrency,
-                prefetch=prefetch if prefetch is not None else min(max_ack_pending, max(1024, 2 * concurrency)),
+                prefetch=fetched,
                 retry=retry,
                 unknown_types=unknown_types,
                 ordered_by=ordered_by,
@@ -334,6 +366,7 @@ class App:
                 source=self.source,
                 registry=self.registry,
                 content_type=self._content_type,
+                streams=self.streams,
                 deadline=self._publish_deadline,
                 stats=metrics,
             )
@@ -345,7 +378,8 @@ class App:
                 if metrics is not None:
                     metrics.dead_letter_stream = dead_letters.name
             for spec in self._handlers:
-                await self._transport.ensure_durable(spec.durable)
+                for durable in spec.durables:
+                    await self._transport.ensure_durable(durable)
             polled = []
             for spec in self._handlers:
                 # Traced when an OpenTelemetry SDK is configured by now; otherwise not even a wrapper is added.
@@ -353,7 +387,7 @@ class App:
                 if metrics is not None:
                     handler_metrics = metrics.handler(spec)
                     observers.append(metrics_observer(handler_metrics))
-                    polled.append((handler_metrics, spec.durable))
+                    polled += [(handler_metrics, durable) for durable in spec.durables]
                 chain = settlement_chain(
                     spec,
                     publisher=self._publisher,
@@ -364,9 +398,17 @@ class App:
                     stopping=lambda: self._stopping,
                     service=self.name,
                 )
-                consumer = Consumer(spec, self._transport, chain, service=self.name, listeners=self._listeners)
-                await consumer.start()
-                self._consumers.append(consumer)
+                # A partitioned handler: one consumer per partition, each with its own pull and its own order.
+                consumed = [dataclasses.replace(spec, durable=d, partitions=()) for d in spec.partitions] or [spec]
+                started = []
+                for one in consumed:
+                    consumer = Consumer(one, self._transport, chain, service=self.name, listeners=self._listeners)
+                    await consumer.start()
+                    started.append(consumer)
+                self._consumers += started
+                if spec.partitions:
+                    balancer = PartitionBalancer(spec.name, started, self._transport, interval=spec.durable.ack_wait / 2)
+                    self._balancing.append(asyncio.create_task(balancer.run(), name=f"eventwire-{spec.name}-balance"))
             for relay in self._relays:
                 relay.start(self._transport)
             if metrics is not None:
@@ -428,6 +470,7 @@ class App:
         self._started = False
         self._stopping = True
         grace = self.shutdown_timeout
+        await self._stop_balancing()
         if self._transport is not None and not self._transport.connected:
             # Nothing can be acked or published until the connection is back: waiting only delays the exit.
             grace = 0.0
@@ -442,7 +485,14 @@ class App:
         await self._close()
         logger.info("%s stopped", self.name)
 
+    async def _stop_balancing(self) -> None:
+        for task in self._balancing:
+            task.cancel()
+        await asyncio.gather(*self._balancing, return_exceptions=True)
+        self._balancing.clear()
+
     async def _close(self) -> None:
+        await self._stop_balancing()
         self._consumers.clear()
         if self._polling is not None:
             self._polling.cancel()

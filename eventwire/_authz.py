@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ._app import App
+from ._streams import subject_matches
 
 
 @dataclass(frozen=True)
@@ -29,7 +30,14 @@ def inbox_prefix_of(service: str) -> str:
 
 
 def grant_for(app: App) -> Grant:
-    publish: list[str] = [publication.subject for publication in app.publications]
+    partitioned = [s for s in app.streams if s.partitions is not None]
+    publish: list[str] = [
+        # On a partitioned stream an event's key is one more token.
+        publication.subject + ".*"
+        if any(subject_matches(s.subjects[0], publication.subject) for s in partitioned)
+        else publication.subject
+        for publication in app.publications
+    ]
     streams = list(app.streams)
     dead_letters = app.dead_letter_stream if app.handlers else None
     if dead_letters is not None:
@@ -38,14 +46,19 @@ def grant_for(app: App) -> Grant:
     for stream in streams:
         publish += [f"$JS.API.STREAM.{verb}.{stream.name}" for verb in ("INFO", "CREATE", "UPDATE")]
     for spec in app.handlers:
-        on, durable = spec.durable.stream, spec.durable.name
-        publish += [
-            f"$JS.API.CONSUMER.INFO.{on}.{durable}",
-            f"$JS.API.CONSUMER.DURABLE.CREATE.{on}.{durable}",
-            f"$JS.API.CONSUMER.MSG.NEXT.{on}.{durable}",
-            f"$JS.ACK.{on}.{durable}.>",
-            f"$JS.ACK.*.*.{on}.{durable}.>",
-        ]
+        for consumed in spec.durables:
+            on, durable = consumed.stream, consumed.name
+            # A pinned durable is made with CONSUMER.CREATE (nats-py's DURABLE.CREATE has no priority fields).
+            create = "CONSUMER.CREATE" if consumed.pinned else "CONSUMER.DURABLE.CREATE"
+            publish += [
+                f"$JS.API.CONSUMER.INFO.{on}.{durable}",
+                f"$JS.API.{create}.{on}.{durable}",
+                f"$JS.API.CONSUMER.MSG.NEXT.{on}.{durable}",
+                f"$JS.ACK.{on}.{durable}.>",
+                f"$JS.ACK.*.*.{on}.{durable}.>",
+            ]
+            if consumed.pinned:
+                publish.append(f"$JS.API.CONSUMER.UNPIN.{on}.{durable}")
     prefix = inbox_prefix_of(app.name)
     return Grant(app.name, prefix, tuple(dict.fromkeys(publish)), (f"{prefix}.>",))
 

@@ -71,6 +71,20 @@ class Consumer:
     def spec(self) -> HandlerSpec:
         return self._spec
 
+    @property
+    def holds_pin(self) -> bool:
+        """Whether this consumer's pinned durable delivers to this instance."""
+        return self._source is not None and self._source.holds_pin
+
+    @property
+    def idle(self) -> bool:
+        """Nothing fetched, waiting or being handled here."""
+        return not self._buffer and not self._inflight and not self._parked_count
+
+    async def release_pin(self) -> None:
+        if self._source is not None:
+            await self._source.release()
+
     def _free_slots(self) -> int:
         return self._spec.prefetch - len(self._buffer) - len(self._inflight) - self._parked_count
 
@@ -90,7 +104,7 @@ class Consumer:
             spec.durable,
             self._on_message,
             self._free_slots,
-            min_batch=max(1, spec.prefetch // 2),
+            min_batch=_min_batch(spec),
             on_failure=self._fail,
         )
         work = self._work if spec.ordered_by is None else self._work_in_order
@@ -395,6 +409,16 @@ class Consumer:
             await self._settle(message, "nak", None, None)
         if self._settling:
             await asyncio.gather(*self._settling, return_exceptions=True)
+        if self._source is not None:
+            await self._source.release()  # everything settled: the next instance may take the partition now
         if self._heartbeat is not None:
             self._heartbeat.cancel()
             await asyncio.gather(self._heartbeat, return_exceptions=True)
+
+
+def _min_batch(spec: HandlerSpec) -> int:
+    """The smallest pull worth a request. A pinned durable's pull keeps one request out at a time
+    (transport/_pull.py says why): a new one only when all it could hold is free again."""
+    if spec.durable.pinned:
+        return max(1, spec.prefetch - spec.durable.max_ack_pending)
+    return max(1, spec.prefetch // 2)

@@ -18,7 +18,7 @@ from ._envelope import binary_headers, now_rfc3339
 from ._errors import BatchHoldsDuplicate, ConfigError, PayloadTooLarge, PermissionDenied, PublishError, PublishTimeout
 from ._ids import uuid7
 from ._publish_stream import PublishStream
-from ._streams import check_subject
+from ._streams import Stream, check_subject, key_token, subject_matches
 from ._tracing import end_span, start_producer_span, tracing_on
 from .contracts import PROTOBUF, EventRegistry, codec_for, schema_ref
 from .transport import BatchMessage, PublishAck, TransientPublishFailure, Transport
@@ -42,6 +42,7 @@ ATTEMPT_TIMEOUT = 2.0
 FAST_PATH_MIN_EVENTS = 32
 # Messages per flow acknowledgement the publisher asks for (the most the server grants); it lowers it under load.
 FAST_PATH_FLOW = 500
+_MAX_CACHED_SUBJECTS = 10_000
 
 
 class PublishStats(Protocol):
@@ -111,13 +112,37 @@ class EncodedEvent:
 class EventEncoder:
     """Builds the payload and envelope headers of events for one source (shared by publisher and outbox)."""
 
-    def __init__(self, source: str, registry: EventRegistry | None = None, content_type: str = PROTOBUF) -> None:
+    def __init__(
+        self,
+        source: str,
+        registry: EventRegistry | None = None,
+        content_type: str = PROTOBUF,
+        streams: Iterable[Stream] = (),
+    ) -> None:
         if not source:
             raise ConfigError("source must name the publishing service, e.g. /services/orders")
         self.source = source
         self.registry = registry if registry is not None else EventRegistry()
         self._codec = codec_for(content_type)
         self._known: dict[type[Message], tuple[str, str]] = {}
+        self._partitioned = [s for s in streams if s.partitions is not None]
+        self._partitioned_subject: dict[str, Stream | None] = {}
+
+    def wire_subject(self, subject: str, key: str | None) -> str:
+        """Where an event on ``subject`` goes: with its key as one more token when its stream is partitioned."""
+        if not self._partitioned:
+            return subject
+        if subject in self._partitioned_subject:
+            stream = self._partitioned_subject[subject]
+        else:
+            stream = next((s for s in self._partitioned if subject_matches(s.subjects[0], subject)), None)
+            if len(self._partitioned_subject) < _MAX_CACHED_SUBJECTS:
+                self._partitioned_subject[subject] = stream
+        if stream is None:
+            return subject
+        if not key:
+            raise ConfigError(f"stream {stream.name!r} is partitioned by key: publish on {subject!r} with key=...")
+        return f"{subject}.{key_token(key)}"
 
     def encode(
         self,
@@ -140,6 +165,7 @@ class EventEncoder:
             known = self._known[event_class] = (event_class.DESCRIPTOR.full_name, schema_ref(event_class))
         if msg_id is not None and _CONTROL.search(msg_id):
             raise ConfigError(f"msg_id {msg_id!r} holds control characters")
+        wire = self.wire_subject(subject, key)
         headers = binary_headers(
             event_id or uuid7(),
             self.source,
@@ -154,7 +180,7 @@ class EventEncoder:
             tracestate=tracestate,
             msg_id=msg_id,
         )
-        return EncodedEvent(subject, self._codec.encode(event), headers)
+        return EncodedEvent(wire, self._codec.encode(event), headers)
 
 
 def _wire(prepared: EncodedEvent | None) -> BatchMessage:
@@ -169,6 +195,8 @@ class Publisher:
     after a lost ack is stored once (inside the stream's duplicate window).
     Timeouts and "no responders" are retried with exponential backoff and
     jitter until ``deadline`` seconds have passed; then :class:`PublishTimeout`.
+    ``streams`` names the partitioned streams it publishes to (an App passes its own), so
+    events on them carry their key in the subject.
     """
 
     def __init__(
@@ -178,6 +206,7 @@ class Publisher:
         source: str,
         registry: EventRegistry | None = None,
         content_type: str = PROTOBUF,
+        streams: Iterable[Stream] = (),
         deadline: float = 30.0,
         attempt_timeout: float = ATTEMPT_TIMEOUT,
         window: int = 1000,
@@ -189,7 +218,7 @@ class Publisher:
         if window < 1:
             raise ConfigError("Publisher.window must be at least 1")
         self._transport = transport
-        self._encoder = EventEncoder(source, registry, content_type)
+        self._encoder = EventEncoder(source, registry, content_type, streams)
         self._deadline = deadline
         self._attempt_timeout = attempt_timeout
         self._window = window

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import functools
 import re
 from dataclasses import dataclass, field
@@ -14,6 +15,11 @@ Storage = Literal["file", "memory"]
 
 _NAME = re.compile(r"^[A-Za-z0-9_-]{1,255}$")
 _TOKEN = re.compile(r"^[^\s.*>]+$")
+# Keys made of these go into a subject as they are; any other key is escaped (see key_token).
+_PLAIN_KEY = re.compile(r"^[A-Za-z0-9_=-]{1,128}$")
+MAX_PARTITIONS = 1024
+# The priority group every instance of a partitioned handler pulls in.
+PARTITION_GROUP = "eventwire"
 
 
 def check_name(kind: str, name: str) -> None:
@@ -70,6 +76,30 @@ def subjects_overlap(a: str, b: str) -> bool:
     return True
 
 
+def key_token(key: str) -> str:
+    """The subject token an event's key becomes on a partitioned stream: deterministic and one-to-one.
+
+    A key of letters, digits, ``_``, ``=`` and ``-`` (up to 128) is used as it is; any other key is
+    ``~`` followed by its UTF-8 bytes in unpadded URL-safe base64, which no plain key can start with.
+    """
+    if _PLAIN_KEY.match(key):
+        return key
+    return "~" + base64.urlsafe_b64encode(key.encode()).rstrip(b"=").decode()
+
+
+def fnv1a_32(data: bytes) -> int:
+    """FNV-1a, 32 bits: the hash nats-server's ``partition`` subject transform uses."""
+    value = 0x811C9DC5
+    for byte in data:
+        value = ((value ^ byte) * 0x01000193) & 0xFFFFFFFF
+    return value
+
+
+def partition_of(token: str, partitions: int) -> int:
+    """The partition nats-server assigns to a key token (``{{partition(n, i)}}`` over that one token)."""
+    return fnv1a_32(token.encode()) % partitions
+
+
 @dataclass(frozen=True, slots=True)
 class Stream:
     """A JetStream stream, provisioned idempotently when an App or Publisher starts.
@@ -78,6 +108,13 @@ class Stream:
     production ones: file storage, limits retention, a 2-minute duplicate window.
     ``allow_batched`` turns on fast-ingest batch publishing (nats-server 2.14 or later),
     ``allow_atomic`` atomic batches (2.12 or later).
+
+    ``partitions=N`` (nats-server 2.11 or later) partitions the stream by event key: its one
+    subject pattern (no ``>``) gets the key as one more token on the wire
+    (``orders.created`` + key ``o-1`` → ``orders.created.o-1``), and the server appends the
+    partition it computes from the key (``orders.created.o-1.3``). Handlers with
+    ``ordered_by="key"`` then get a durable per partition, each pinned to one instance
+    (docs/scaling.md).
     """
 
     name: str
@@ -92,6 +129,7 @@ class Stream:
     max_bytes: int | None = None
     allow_batched: bool = False
     allow_atomic: bool = False
+    partitions: int | None = None
     description: str | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -119,11 +157,51 @@ class Stream:
             value = getattr(self, name)
             if value is not None and value <= 0:
                 raise ConfigError(f"stream {self.name!r}: {name} must be positive or None")
+        if self.partitions is not None:
+            if not 1 <= self.partitions <= MAX_PARTITIONS:
+                raise ConfigError(f"stream {self.name!r}: partitions must be between 1 and {MAX_PARTITIONS}")
+            if len(self.subjects) != 1 or ">" in self.subjects[0].split("."):
+                raise ConfigError(
+                    f"stream {self.name!r}: partitions need exactly one subject pattern without '>' "
+                    "(the key token is found by its position)"
+                )
+
+    @property
+    def wire_subjects(self) -> tuple[str, ...]:
+        """The subjects the stream takes on the wire: a partitioned one's pattern gets the key token."""
+        if self.partitions is None:
+            return self.subjects
+        return (self.subjects[0] + ".*",)
+
+    @property
+    def partition_transform(self) -> tuple[str, str] | None:
+        """The stream's subject transform (source, destination) that appends the partition, if partitioned."""
+        if self.partitions is None:
+            return None
+        source = self.wire_subjects[0]
+        tokens = source.split(".")
+        wildcards = [i for i, token in enumerate(tokens) if token == "*"]
+        mapped = list(tokens)
+        for number, position in enumerate(wildcards, start=1):
+            mapped[position] = f"{{{{wildcard({number})}}}}"
+        mapped.append(f"{{{{partition({self.partitions},{len(wildcards)})}}}}")
+        return source, ".".join(mapped)
+
+    def stored_filter(self, subject: str, partition: int | None = None) -> str:
+        """The filter, in stored subjects, of ``subject`` (a declared-level subject), one partition or all."""
+        if self.partitions is None:
+            return subject
+        return f"{subject}.*.{'*' if partition is None else partition}"
 
 
 @dataclass(frozen=True, slots=True)
 class Durable:
-    """A durable pull consumer with explicit ack on one stream."""
+    """A durable pull consumer with explicit ack on one stream.
+
+    ``pinned`` makes it a pinned-client consumer (nats-server 2.11+): of the instances pulling
+    in its priority group the server delivers to one, and moves the pin when that one has sent
+    no pull request for ``ack_wait`` seconds (its pinned TTL).
+    """
 
     name: str
     stream: str
@@ -131,6 +209,7 @@ class Durable:
     ack_wait: float = 30.0
     max_deliver: int = 10
     max_ack_pending: int = 1000
+    pinned: bool = False
 
     def __post_init__(self) -> None:
         check_name("durable", self.name)

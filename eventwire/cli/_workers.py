@@ -35,12 +35,16 @@ WORKER_ENV = "EVENTWIRE_WORKER"
 
 
 def refuse_ordered_handlers(service: App) -> None:
-    """Exit 2 when a handler orders its events: several workers sharing its durable would break that order."""
+    """Exit 2 when a handler orders its events on one shared durable: several workers would break that order.
+
+    A partitioned handler is fine: each of its partitions is pinned to one worker at a time.
+    """
     for spec in service.handlers:
-        if spec.ordered_by is not None:
+        if spec.ordered_by is not None and not spec.partitions:
             fail(
                 f"handler {spec.name} has ordered_by={spec.ordered_by!r}: workers sharing its durable would handle "
-                "one key's events in parallel; run it with --workers 1 (partitioned consumption is not there yet)",
+                "one key's events in parallel; run it with --workers 1, or partition its stream "
+                "(Stream(partitions=N) with ordered_by='key')",
                 code=2,
             )
 

@@ -62,8 +62,8 @@ class HandlerMetrics:
     in_flight: int = 0
     redeliveries: int = 0
     dead_letters: Counter[str] = field(default_factory=Counter)
-    pending: int | None = None
-    ack_pending: int | None = None
+    # Durable name → (pending, ack pending) as last read: one durable, or one per partition.
+    consumers: dict[str, tuple[int, int]] = field(default_factory=dict)
 
 
 @dataclass(eq=False)
@@ -212,10 +212,9 @@ def _consuming(services: Iterable[ServiceMetrics]) -> Iterator[Metric]:
             redeliveries.add_metric([s.service, h.handler], h.redeliveries)
             for reason, count in sorted(h.dead_letters.items()):
                 dead_letters.add_metric([s.service, h.handler, reason], count)
-            if h.pending is not None:
-                pending.add_metric([s.service, h.handler, h.stream, h.durable], h.pending)
-            if h.ack_pending is not None:
-                ack_pending.add_metric([s.service, h.handler, h.stream, h.durable], h.ack_pending)
+            for durable, (waiting, unacked) in sorted(h.consumers.items()):
+                pending.add_metric([s.service, h.handler, h.stream, durable], waiting)
+                ack_pending.add_metric([s.service, h.handler, h.stream, durable], unacked)
     yield from (deliveries, duration, in_flight, redeliveries, dead_letters, pending, ack_pending)
 
 

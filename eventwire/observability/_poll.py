@@ -67,7 +67,7 @@ class _Poller:
         for handler, durable in self._durables:
             state = await self._read(f"durable {durable.name}", transport.durable_state(durable))
             if state is not None:
-                handler.pending, handler.ack_pending = state.num_pending, state.num_ack_pending
+                handler.consumers[durable.name] = (state.num_pending, state.num_ack_pending)
         if metrics.dead_letter_stream is not None:
             stream = metrics.dead_letter_stream
             size = await self._read(f"stream {stream}", transport.stream_size(stream))

@@ -20,6 +20,7 @@ from .._batch_publish import FastBatchRun, by_batch_target
 from .._errors import ConfigError, PermissionDenied, PublishError
 from .._ids import uuid7
 from .._publisher import ATTEMPT_TIMEOUT, FAST_PATH_FLOW, RETRY_BACKOFF, EventEncoder, send_with_retries
+from .._streams import Stream
 from .._tracing import current_trace_context
 from ..contracts import PROTOBUF, EventRegistry
 from ..transport import BatchMessage, PublishAck, Transport
@@ -41,10 +42,18 @@ class Outbox:
 
     Nothing is published unless that transaction commits; a relay publishes
     committed rows, per key in commit order, with ``Nats-Msg-Id`` = the row id.
+    ``streams`` names the partitioned streams its events go to (their key goes into the subject).
     """
 
-    def __init__(self, *, source: str, registry: EventRegistry | None = None, content_type: str = PROTOBUF) -> None:
-        self._encoder = EventEncoder(source, registry, content_type)
+    def __init__(
+        self,
+        *,
+        source: str,
+        registry: EventRegistry | None = None,
+        content_type: str = PROTOBUF,
+        streams: Iterable[Stream] = (),
+    ) -> None:
+        self._encoder = EventEncoder(source, registry, content_type, streams)
 
     async def add(
         self,

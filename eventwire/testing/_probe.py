@@ -17,7 +17,7 @@ from .._errors import DecodeError, EnvelopeError, EventwireError
 from .._ids import uuid7
 from .._streams import Durable, Stream, subject_matches
 from ..contracts import PROTOBUF, codec_for
-from ..transport import BatchMessage, DurableState, InboundMessage, MessageSource, PublishAck, Transport
+from ..transport import BatchMessage, DurableState, InboundMessage, MessageSource, PinState, PublishAck, Transport
 from ..transport.memory import MemoryBroker, MemoryTransport
 
 E = TypeVar("E", bound=Message)
@@ -57,6 +57,12 @@ class RecordingTransport:
 
     async def stream_size(self, stream: str) -> int:
         return await self._inner.stream_size(stream)
+
+    async def pinned_state(self, durable: Durable) -> PinState:
+        return await self._inner.pinned_state(durable)
+
+    async def unpin(self, durable: Durable) -> None:
+        await self._inner.unpin(durable)
 
     async def ensure_stream(self, stream: Stream) -> None:
         await self._inner.ensure_stream(stream)
@@ -155,10 +161,12 @@ class AppProbe:
                 await self._changed.wait()
 
     def _handlers_for(self, subject: str, stream: str) -> list[str]:
+        partitioned = any(s.name == stream and s.partitions is not None for s in self.app.streams)
+        stored = subject + ".*" if partitioned else subject  # the server appends the partition
         return [
             spec.name
             for spec in self.app.handlers
-            if spec.durable.stream == stream and subject_matches(spec.durable.filter_subject, subject)
+            if spec.durable.stream == stream and subject_matches(spec.durable.filter_subject, stored)
         ]
 
     async def wait_handled(self, ce_id: str, handlers: list[str], timeout: float = 30.0) -> list[Settlement]:

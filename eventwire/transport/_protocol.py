@@ -30,6 +30,16 @@ class DurableState:
 
 
 @dataclass(frozen=True, slots=True)
+class PinState:
+    """Who holds a pinned durable: the server's pin id (None when no instance does), since when, and how many
+    pull requests wait on it (a partitioned handler's instance keeps one out on each partition)."""
+
+    pin_id: str | None
+    since: str | None
+    waiting: int
+
+
+@dataclass(frozen=True, slots=True)
 class BatchRefusal:
     """The server's error for one message of a batch (its index) or for the batch as a whole (None)."""
 
@@ -171,6 +181,13 @@ class MessageSource(Protocol):
     async def stop(self) -> None:
         """Stop pulling; messages already on their way still reach the sink."""
 
+    async def release(self) -> None:
+        """Hand a pinned durable's pin to the next instance now (after a stop, or to balance partitions)."""
+
+    @property
+    def holds_pin(self) -> bool:
+        """Whether this pull holds its pinned durable's pin, as far as it knows."""
+
 
 class Transport(Protocol):
     @property
@@ -185,6 +202,12 @@ class Transport(Protocol):
         """How often the connection came back after a loss."""
 
     async def durable_state(self, durable: Durable) -> DurableState: ...
+
+    async def pinned_state(self, durable: Durable) -> PinState:
+        """Who holds the pin of a pinned durable."""
+
+    async def unpin(self, durable: Durable) -> None:
+        """Take the pin of a pinned durable from its holder; the next instance to pull gets it."""
 
     async def stream_size(self, stream: str) -> int:
         """How many messages ``stream`` holds."""

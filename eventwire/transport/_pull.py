@@ -8,6 +8,14 @@ no message and no idle heartbeat for two heartbeat intervals is taken as lost
 (its consumer leader died with it). What a request still owed goes back to the
 consumer's room, and the next request follows at once, or after a short backoff
 (250 ms doubling to 2 s) when the server could not take the last one.
+
+On a pinned durable (priority policy ``pinned_client``) every request names the
+priority group and, once a delivery has told it (``Nats-Pin-Id``), the pin id;
+the server delivers only to the pinned instance and answers the others' requests
+with 423 when the pin has moved on, so the pull forgets the id and asks again
+without one. Such a pull keeps one request out at a time (deliveries do not say
+which request they fill, and the server skips requests without the id), and
+renews it well within the pinned TTL so the pin stays while the instance lives.
 """
 
 from __future__ import annotations
@@ -26,7 +34,7 @@ import nats.errors
 
 from .._errors import EventwireError, PermissionDenied, StreamConfigError
 from .._nats_client import EventwireClient
-from .._streams import Durable
+from .._streams import PARTITION_GROUP, Durable
 from ._protocol import InboundMessage
 
 logger = logging.getLogger("eventwire.transport")
@@ -147,6 +155,8 @@ class JetStreamPull:
         self._tasks: list[asyncio.Task[None]] = []
         self._checking: asyncio.Task[None] | None = None
         self.lost_requests = 0
+        self._group = PARTITION_GROUP if durable.pinned else None
+        self.pin_id: str | None = None
 
     async def start(self) -> None:
         self._stop_listening = self._nc.on_denial(self._on_denial)
@@ -218,6 +228,8 @@ class JetStreamPull:
                 if request.remaining <= 0:
                     del self._requests[token]
             self._refusals = 0
+            if self._group is not None and headers:
+                self._note_pin(headers.get("Nats-Pin-Id"))
             self._sink(JetStreamMessage(self._nc, subject, reply, data, headers, now=now))
             return
         token = subject[len(self._inbox) + 1 :]
@@ -233,10 +245,21 @@ class JetStreamPull:
         self._on_status(status, _first_line(headers.get("Description")))
         self._wake.set()
 
+    def _note_pin(self, pin_id: str | None) -> None:
+        if pin_id is not None and pin_id != self.pin_id:
+            self.pin_id = pin_id
+            logger.info("durable %s: this instance holds its pin", self._durable.name)
+
     def _on_status(self, status: str | None, description: str) -> None:
         name = self._durable.name
         lowered = description.lower()
         if status in ("404", "408"):
+            return
+        if status == "423":
+            # The pin is another instance's (or no one's yet): ask again without the old id.
+            if self.pin_id is not None:
+                self.pin_id = None
+                logger.info("durable %s: its pin moved to another instance", name)
             return
         if status == "409":
             if any(fatal in lowered for fatal in _FATAL_409):
@@ -316,11 +339,15 @@ class JetStreamPull:
             if want < self._min_batch:
                 continue
             token = str(next(self._tokens))
-            request = {
+            request: dict[str, Any] = {
                 "batch": want,
                 "expires": int(self._expires * 1e9),
                 "idle_heartbeat": int(self._idle_heartbeat * 1e9),
             }
+            if self._group is not None:
+                request["group"] = self._group
+                if self.pin_id is not None:
+                    request["id"] = self.pin_id
             try:
                 await self._nc.publish(self._next_subject, json.dumps(request).encode(), reply=f"{self._inbox}.{token}")
             except (nats.errors.ConnectionClosedError, nats.errors.OutboundBufferLimitError) as exc:
@@ -330,6 +357,23 @@ class JetStreamPull:
                 continue
             self._requests[token] = _Request(want, self._loop.time())
             self._outstanding += want
+
+    @property
+    def holds_pin(self) -> bool:
+        return self.pin_id is not None
+
+    async def release(self) -> None:
+        """Hand the pin on at once, instead of leaving the partition to wait for the pinned TTL (a graceful stop)
+        or keeping more partitions than this instance's share. Our queued request still carries the old id:
+        the server turns it away with 423, and the next request goes to the back of the queue."""
+        if self.pin_id is None or self.failure is not None or not self._nc.is_connected:
+            return
+        self.pin_id = None
+        subject = f"$JS.API.CONSUMER.UNPIN.{self._durable.stream}.{self._durable.name}"
+        try:
+            await self._nc.request(subject, json.dumps({"group": self._group}).encode(), timeout=2.0)
+        except Exception as exc:  # the pin then moves after its TTL, as after a crash
+            logger.info("durable %s: could not hand its pin on (%s)", self._durable.name, type(exc).__name__)
 
     async def stop(self) -> None:
         self._stopping = True

@@ -21,13 +21,14 @@ from .._connect_options import ConnectOptions
 from .._connection import ConnectionState, connect
 from .._errors import EventwireError, PermissionDenied, PublishError, StreamConfigError
 from .._nats_client import EventwireClient, dotted, server_version
-from .._streams import Durable, Stream, subject_matches
+from .._streams import PARTITION_GROUP, Durable, Stream, subject_matches
 from ._fast_ingest import FastIngest
 from ._protocol import (
     BatchMessage,
     DurableState,
     FastBatchResult,
     InboundMessage,
+    PinState,
     PublishAck,
     TransientPublishFailure,
     refusal_error,
@@ -43,6 +44,9 @@ _RETRYABLE_STATUS = "503"
 _MIN_PATCH = {(2, 11): 15, (2, 12): 6}
 _FAST_INGEST_SINCE = (2, 14, 0)
 _ATOMIC_SINCE = (2, 12, 0)
+_PINNED_SINCE = (2, 11, 0)
+_API_TIMEOUT = 5.0
+_CONSUMER_NOT_FOUND = 10014
 _MAX_CACHED_SUBJECTS = 10_000
 T = TypeVar("T")
 
@@ -174,7 +178,8 @@ class JetStreamTransport:
         wanted = api.StreamConfig(
             name=stream.name,
             description=stream.description,
-            subjects=list(stream.subjects),
+            subjects=list(stream.wire_subjects),
+            subject_transform=_transform(stream),
             retention=api.RetentionPolicy(stream.retention),
             storage=api.StorageType(stream.storage),
             num_replicas=stream.replicas,
@@ -187,7 +192,7 @@ class JetStreamTransport:
             allow_atomic=stream.allow_atomic or None,
         )
         self._check_server_supports(stream)
-        self._stream_subjects[stream.name] = tuple(stream.subjects)
+        self._stream_subjects[stream.name] = stream.wire_subjects
         self._batched[stream.name] = stream.allow_batched
         self._stream_of_subject.clear()
         try:
@@ -225,6 +230,7 @@ class JetStreamTransport:
         for name, wanted, since in (
             ("allow_batched", stream.allow_batched, _FAST_INGEST_SINCE),
             ("allow_atomic", stream.allow_atomic, _ATOMIC_SINCE),
+            ("partitions", stream.partitions is not None, _PINNED_SINCE),
         ):
             if wanted and version < since:
                 raise StreamConfigError(
@@ -234,6 +240,9 @@ class JetStreamTransport:
                 )
 
     async def ensure_durable(self, durable: Durable) -> None:
+        if durable.pinned:
+            await self._ensure_pinned_durable(durable)
+            return
         wanted = api.ConsumerConfig(
             durable_name=durable.name,
             ack_policy=api.AckPolicy.EXPLICIT,
@@ -274,6 +283,74 @@ class JetStreamTransport:
             durable.stream,
             durable.filter_subject,
         )
+
+    async def _ensure_pinned_durable(self, durable: Durable) -> None:
+        """A pinned-client durable, made through the JetStream API: nats-py's ConsumerConfig lacks priority fields."""
+        what = f"consumer {durable.name}"
+        version = server_version(self._nc)
+        if version < _PINNED_SINCE:
+            raise StreamConfigError(
+                durable.stream,
+                what,
+                f"pinned consumers (partitions) need nats-server {dotted(_PINNED_SINCE)} or later; "
+                f"this one is {dotted(version)}",
+            )
+        ttl = int(durable.ack_wait * 1e9)
+        wanted: dict[str, Any] = {
+            "durable_name": durable.name,
+            "ack_policy": "explicit",
+            "deliver_policy": "all",
+            "filter_subject": durable.filter_subject,
+            "ack_wait": ttl,
+            "max_deliver": durable.max_deliver,
+            "max_ack_pending": durable.max_ack_pending,
+            "priority_groups": [PARTITION_GROUP],
+            "priority_policy": "pinned_client",
+            "priority_timeout": ttl,
+        }
+        where = f"{durable.stream}.{durable.name}"
+        info = await self._api(durable.stream, what, self._json_api(f"$JS.API.CONSUMER.INFO.{where}", None))
+        error = info.get("error")
+        if error is None:
+            current = info.get("config", {})
+            if all(current.get(name) == value for name, value in wanted.items()):
+                return
+        elif error.get("err_code") != _CONSUMER_NOT_FOUND:
+            raise StreamConfigError(durable.stream, what, str(error.get("description")))
+        request = {"stream_name": durable.stream, "config": wanted}
+        created = await self._api(durable.stream, what, self._json_api(f"$JS.API.CONSUMER.CREATE.{where}", request))
+        if "error" in created:
+            raise StreamConfigError(durable.stream, what, str(created["error"].get("description")))
+        logger.info(
+            "%s pinned durable %s on %s (%s)",
+            "created" if error is not None else "updated",
+            durable.name,
+            durable.stream,
+            durable.filter_subject,
+        )
+
+    async def _json_api(self, subject: str, request: dict[str, Any] | None) -> dict[str, Any]:
+        payload = json.dumps(request).encode() if request is not None else b""
+        answer: dict[str, Any] = json.loads((await self._nc.request(subject, payload, timeout=_API_TIMEOUT)).data)
+        return answer
+
+    async def pinned_state(self, durable: Durable) -> PinState:
+        """Who holds the pin of a pinned durable: the server's pin id and since when (None when no one)."""
+        answer = await self._json_api(f"$JS.API.CONSUMER.INFO.{durable.stream}.{durable.name}", None)
+        if "error" in answer:
+            raise StreamConfigError(durable.stream, f"consumer {durable.name}", str(answer["error"].get("description")))
+        groups = answer.get("priority_groups") or [{}]
+        return PinState(
+            groups[0].get("pinned_client_id"), groups[0].get("pinned_ts"), int(answer.get("num_waiting", 0))
+        )
+
+    async def unpin(self, durable: Durable) -> None:
+        """Take the pin from whichever instance holds it: the next one to pull gets it."""
+        answer = await self._json_api(
+            f"$JS.API.CONSUMER.UNPIN.{durable.stream}.{durable.name}", {"group": PARTITION_GROUP}
+        )
+        if "error" in answer:
+            raise StreamConfigError(durable.stream, f"consumer {durable.name}", str(answer["error"].get("description")))
 
     # -- publishing ----------------------------------------------------------------------------
 
@@ -379,14 +456,19 @@ class JetStreamTransport:
         min_batch: int,
         on_failure: Callable[[EventwireError], None] | None = None,
     ) -> JetStreamPull:
+        expires, heartbeat = self._pull_expires, self._idle_heartbeat
+        if durable.pinned:
+            # Each request renews the pin: several fit in its TTL (ack_wait), a heartbeat in half of one.
+            expires = min(expires, durable.ack_wait / 3)
+            heartbeat = min(heartbeat, expires / 4)
         pull = JetStreamPull(
             self._nc,
             durable,
             sink,
             capacity,
             min_batch=min_batch,
-            expires=self._pull_expires,
-            idle_heartbeat=self._idle_heartbeat,
+            expires=expires,
+            idle_heartbeat=heartbeat,
             on_failure=on_failure,
         )
         await pull.start()
@@ -494,6 +576,15 @@ def _refused(stream: Stream, field: str, exc: nats.js.errors.APIError) -> Stream
     return StreamConfigError(stream.name, field, str(exc.description))
 
 
+def _transform(stream: Stream) -> api.SubjectTransform | None:
+    transform = stream.partition_transform
+    return api.SubjectTransform(src=transform[0], dest=transform[1]) if transform is not None else None
+
+
+def _transform_pair(transform: api.SubjectTransform | None) -> tuple[str, str] | None:
+    return (transform.src, transform.dest) if transform is not None else None
+
+
 def _plain(value: object) -> str:
     return str(getattr(value, "value", value))
 
@@ -504,6 +595,8 @@ def _stream_differences(current: api.StreamConfig, wanted: api.StreamConfig) -> 
         differences.append("subjects")
     exact = ("num_replicas", "max_msg_size", "max_msgs", "max_bytes", "description")
     differences += [name for name in exact if getattr(current, name) != getattr(wanted, name)]
+    if _transform_pair(current.subject_transform) != _transform_pair(wanted.subject_transform):
+        differences.append("partitions")
     differences += [
         name
         for name in ("allow_batched", "allow_atomic")

@@ -4,7 +4,10 @@ A :class:`MemoryBroker` plays the server: streams with subject wildcards and
 limits, durable consumers (every durable sees every message of its filter,
 instances of one durable split them), explicit ack, nak with delay, term,
 in-progress, redelivery after ack_wait, max_deliver, max_ack_pending, the
-dedup window and expected-sequence checks. Each :class:`MemoryTransport` is
+dedup window and expected-sequence checks, partitioned streams (the partition
+token computed as nats-server computes it) and pinned durables (the first puller
+holds the pin until it has stopped pulling for the pinned TTL, or is unpinned).
+Each :class:`MemoryTransport` is
 one connection to it. Delivery is always asynchronous, as over a network:
 ``publish`` never runs a handler.
 
@@ -21,8 +24,16 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from .._errors import EventwireError, PublishError, StreamConfigError, WrongLastSequence
-from .._streams import Durable, Stream, subject_matches, subjects_overlap
-from ._protocol import BatchMessage, DurableState, InboundMessage, PublishAck, TransientPublishFailure, refusal_error
+from .._streams import Durable, Stream, partition_of, subject_matches, subjects_overlap
+from ._protocol import (
+    BatchMessage,
+    DurableState,
+    InboundMessage,
+    PinState,
+    PublishAck,
+    TransientPublishFailure,
+    refusal_error,
+)
 
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
 
@@ -94,6 +105,7 @@ class MemoryMessage:
 
     __slots__ = (
         "_durable",
+        "_pull",
         "consumer_sequence",
         "data",
         "delivery_count",
@@ -104,8 +116,11 @@ class MemoryMessage:
         "subject",
     )
 
-    def __init__(self, durable: _MemoryDurable, stored: _Stored, delivery_count: int, now: float) -> None:
+    def __init__(
+        self, durable: _MemoryDurable, pull: MemoryPull, stored: _Stored, delivery_count: int, now: float
+    ) -> None:
         self._durable = durable
+        self._pull = pull
         self.subject = stored.subject
         self.data = stored.data
         self.headers: Mapping[str, str] | None = dict(stored.headers) if stored.headers else None
@@ -116,20 +131,27 @@ class MemoryMessage:
         self.consumer_sequence = durable.delivered
         self.progress_at = now
 
+    # A severed connection's settles never reach the broker, as a crashed process's never reach the server.
     async def ack(self) -> None:
-        self._durable.ack(self.stream_sequence)
+        if not self._pull.severed:
+            self._durable.ack(self.stream_sequence)
 
     async def ack_confirmed(self, timeout: float) -> None:
+        if self._pull.severed:
+            raise TransientPublishFailure("the connection is severed")
         self._durable.ack(self.stream_sequence)
 
     async def nak(self, delay: float | None = None) -> None:
-        self._durable.nak(self.stream_sequence, delay)
+        if not self._pull.severed:
+            self._durable.nak(self.stream_sequence, delay)
 
     async def term(self) -> None:
-        self._durable.term(self.stream_sequence)
+        if not self._pull.severed:
+            self._durable.term(self.stream_sequence)
 
     async def in_progress(self) -> None:
-        self._durable.in_progress(self.stream_sequence)
+        if not self._pull.severed:
+            self._durable.in_progress(self.stream_sequence)
 
 
 class MemoryPull:
@@ -139,12 +161,21 @@ class MemoryPull:
         self._durable = durable
         self.sink = sink
         self.capacity = capacity
+        self.severed = False
 
     def notify(self) -> None:
         self._durable.schedule()
 
     async def stop(self) -> None:
         self._durable.detach(self)
+
+    async def release(self) -> None:
+        if not self.severed:
+            self._durable.release(self)
+
+    @property
+    def holds_pin(self) -> bool:
+        return self._durable.pinned_pull is self
 
 
 class _MemoryDurable:
@@ -161,6 +192,12 @@ class _MemoryDurable:
         self.redeliveries: list[int] = []  # sorted stream sequences ready for redelivery
         self.pulls: deque[MemoryPull] = deque()
         self._scheduled = False
+        # A pinned durable: the pull holding the pin, its id, and the TTL running out once it stopped pulling.
+        self.pinned_pull: MemoryPull | None = None
+        self.pin_id: str | None = None
+        self.pinned_at: float | None = None
+        self._pins = 0
+        self._pin_expiry: asyncio.TimerHandle | None = None
 
     @property
     def loop(self) -> asyncio.AbstractEventLoop:
@@ -174,6 +211,30 @@ class _MemoryDurable:
     def detach(self, pull: MemoryPull) -> None:
         if pull in self.pulls:
             self.pulls.remove(pull)
+        if pull is self.pinned_pull and self._pin_expiry is None:
+            # The server only sees that no request renews the pin: it moves once the TTL has passed.
+            self._pin_expiry = self.loop.call_later(self.config.ack_wait, self.unpin)
+
+    def release(self, pull: MemoryPull) -> None:
+        if pull is self.pinned_pull:
+            # As the server turns away the old holder's queued request: it asks again from the back.
+            if pull in self.pulls:
+                self.pulls.remove(pull)
+                self.pulls.append(pull)
+            self.unpin()
+
+    def unpin(self) -> None:
+        if self._pin_expiry is not None:
+            self._pin_expiry.cancel()
+            self._pin_expiry = None
+        self.pinned_pull = self.pin_id = self.pinned_at = None
+        self.schedule()
+
+    def _pin(self, pull: MemoryPull) -> None:
+        self._pins += 1
+        self.pinned_pull = pull
+        self.pin_id = f"pin-{self._pins}"
+        self.pinned_at = self.loop.time()
 
     def _next(self) -> tuple[_Stored, int] | None:
         """The next message to deliver and its delivery count: redeliveries first, in order."""
@@ -202,20 +263,27 @@ class _MemoryDurable:
         self._scheduled = False
         loop = asyncio.get_running_loop()
         self.stream.expire(loop.time())
-        while self.pulls:
-            pull = next((p for p in self.pulls if p.capacity() > 0), None)
+        while self.pulls or self.pinned_pull is not None:
+            if self.config.pinned and self.pinned_pull is not None:
+                pull: MemoryPull | None = self.pinned_pull if self.pinned_pull.capacity() > 0 else None
+                if pull not in self.pulls:
+                    return  # held by an instance that stopped pulling: wait for the TTL
+            else:
+                pull = next((p for p in self.pulls if p.capacity() > 0), None)
             if pull is None:
                 return
             found = self._next()
             if found is None:
                 return
+            if self.config.pinned and self.pinned_pull is None:
+                self._pin(pull)
             stored, delivery_count = found
             entry = self.pending[stored.sequence]
             entry.timer = loop.call_at(loop.time() + self.config.ack_wait, self._ack_wait_expired, stored.sequence)
             # Round-robin, so instances of one durable share the work.
             self.pulls.remove(pull)
             self.pulls.append(pull)
-            pull.sink(MemoryMessage(self, stored, delivery_count, loop.time()))
+            pull.sink(MemoryMessage(self, pull, stored, delivery_count, loop.time()))
 
     def _settle(self, sequence: int) -> _Pending | None:
         entry = self.pending.pop(sequence, None)
@@ -293,7 +361,7 @@ class MemoryBroker:
 
     def stream_for(self, subject: str) -> _MemoryStream | None:
         for stream in self.streams.values():
-            if any(subject_matches(pattern, subject) for pattern in stream.config.subjects):
+            if any(subject_matches(pattern, subject) for pattern in stream.config.wire_subjects):
                 return stream
         return None
 
@@ -301,8 +369,8 @@ class MemoryBroker:
         current = self.streams.get(config.name)
         if current is None:
             for other in self.streams.values():
-                for mine in config.subjects:
-                    if any(subjects_overlap(mine, theirs) for theirs in other.config.subjects):
+                for mine in config.wire_subjects:
+                    if any(subjects_overlap(mine, theirs) for theirs in other.config.wire_subjects):
                         raise StreamConfigError(
                             config.name, "create", f"subjects overlap with stream {other.config.name}"
                         )
@@ -332,6 +400,9 @@ class MemoryBroker:
         if stream is None:
             raise TransientPublishFailure("no responders: no stream, or no JetStream leader")
         config = stream.config
+        if config.partitions is not None:
+            # The stream's subject transform: the key token's partition appended.
+            subject = f"{subject}.{partition_of(subject.rsplit('.', 1)[1], config.partitions)}"
         stream.expire(now)
         expected_stream = headers.get("Nats-Expected-Stream")
         if expected_stream is not None and expected_stream != config.name:
@@ -414,6 +485,12 @@ class MemoryBroker:
         state.expire(asyncio.get_running_loop().time())
         return len(state.messages)
 
+    def durable(self, config: Durable) -> _MemoryDurable:
+        stream = self.streams.get(config.stream)
+        if stream is None or config.name not in stream.durables:
+            raise StreamConfigError(config.stream, f"consumer {config.name}", "not found")
+        return stream.durables[config.name]
+
     def info(self, stream: str, durable: str) -> DurableState:
         """What JetStream's consumer info would say about a durable, for assertions."""
         state = self.streams[stream].durables[durable]
@@ -452,6 +529,21 @@ class MemoryTransport:
 
     async def stream_size(self, stream: str) -> int:
         return self.broker.stream_messages(stream)
+
+    async def pinned_state(self, durable: Durable) -> PinState:
+        state = self.broker.durable(durable)
+        since = None if state.pinned_at is None else f"{state.pinned_at:.3f}s on the loop's clock"
+        return PinState(state.pin_id, since, len(state.pulls))
+
+    async def unpin(self, durable: Durable) -> None:
+        self.broker.durable(durable).unpin()
+
+    def sever(self) -> None:
+        """Drop this connection dead, as a SIGKILL would: no more deliveries, and no settle of this one's counts."""
+        for pull in self._pulls:
+            pull.severed = True
+            pull._durable.detach(pull)
+        self._pulls.clear()
 
     async def ensure_stream(self, stream: Stream) -> None:
         self.broker.ensure_stream(stream)

@@ -1,0 +1,235 @@
+"""Partitioned streams and pinned consumers: per-key order across instances, on nats-server and the memory broker."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Iterable
+from pathlib import Path
+
+import nats
+import pytest
+
+from eventwire import App, ConfigError, ConnectOptions, Delivery, Outgoing, Publisher, Stream
+from eventwire._streams import fnv1a_32, key_token, partition_of
+from eventwire.server import EmbeddedServer
+from eventwire.testing import running
+from eventwire.transport import JetStreamTransport
+from eventwire.transport.memory import MemoryBroker, MemoryTransport
+
+from .conftest import eventually, unique
+from .events import OrderCreated
+
+ROOT = Path(__file__).parent.parent
+ODD_KEYS = ["o-1", "a.b", "with space", "*", ">", "ünïcode", "~tilde", "x" * 200, "A=B", "tab\there"]
+
+
+def test_fnv1a_and_key_tokens() -> None:
+    # Published FNV-1a 32 test vectors.
+    assert fnv1a_32(b"") == 0x811C9DC5
+    assert fnv1a_32(b"a") == 0xE40C292C
+    assert fnv1a_32(b"foobar") == 0xBF9CF968
+    assert key_token("order-17_A=") == "order-17_A="
+    tokens = [key_token(k) for k in ODD_KEYS]
+    assert len(set(tokens)) == len(tokens)
+    for token in tokens:
+        assert token and not any(c in token for c in " \t.*>")
+    assert key_token("a.b") == key_token("a.b")  # deterministic
+
+
+def test_partitioned_streams_are_checked_when_declared() -> None:
+    with pytest.raises(ConfigError, match="partitions must be between 1 and 1024"):
+        Stream("P", ("p.*",), partitions=0)
+    with pytest.raises(ConfigError, match="exactly one subject pattern without '>'"):
+        Stream("P", ("p.>",), partitions=4)
+    with pytest.raises(ConfigError, match="exactly one subject pattern without '>'"):
+        Stream("P", ("p.*", "q.*"), partitions=4)
+    stream = Stream("P", ("shop.*.orders",), partitions=4)
+    assert stream.wire_subjects == ("shop.*.orders.*",)
+    assert stream.partition_transform == (
+        "shop.*.orders.*",
+        "shop.{{wildcard(1)}}.orders.{{wildcard(2)}}.{{partition(4,2)}}",
+    )
+
+
+async def test_publishing_on_a_partitioned_stream_needs_a_key() -> None:
+    stream = Stream(unique("P"), ("p.*",), partitions=4)
+    transport = MemoryTransport()
+    await transport.ensure_stream(stream)
+    publisher = Publisher(transport, source="/tests", streams=[stream])
+    with pytest.raises(ConfigError, match="is partitioned by key: publish on 'p.created' with key="):
+        await publisher.publish(OrderCreated(order_id="o-1"), subject="p.created")
+
+
+@pytest.mark.timeout(120)
+async def test_the_memory_broker_puts_every_key_in_the_partition_the_server_does(
+    jetstream_server: EmbeddedServer,
+) -> None:
+    name = unique("PART")
+    stream = Stream(name, (f"{name}.*",), partitions=8)
+    keys = [f"customer-{i}" for i in range(3000)] + ODD_KEYS
+    items = [Outgoing(OrderCreated(order_id=str(i)), subject=f"{name}.created", key=k) for i, k in enumerate(keys)]
+    transport = await JetStreamTransport.connect(ConnectOptions.from_url(jetstream_server.url))
+    memory = MemoryTransport()
+    try:
+        for target in (transport, memory):
+            await target.ensure_stream(stream)
+            await Publisher(target, source="/tests", streams=[stream]).publish_many(items)
+    finally:
+        await transport.close()
+    stored_by_server = await _stored_subjects(jetstream_server.url, name, len(keys))
+    stored_by_memory = [m.subject for m in memory.broker.streams[name].messages.values()]
+    assert stored_by_memory == stored_by_server
+    partitions = [int(subject.rsplit(".", 1)[1]) for subject in stored_by_server]
+    assert partitions == [partition_of(key_token(k), 8) for k in keys]
+    assert set(partitions) == set(range(8))
+
+
+async def _stored_subjects(url: str, stream: str, count: int) -> list[str]:
+    nc = await nats.connect(url)
+    try:
+        subscription = await nc.jetstream().pull_subscribe(">", stream=stream)
+        subjects: list[str] = []
+        while len(subjects) < count:
+            for message in await subscription.fetch(min(500, count - len(subjects)), timeout=5):
+                subjects.append(message.subject)
+                await message.ack()
+        return subjects
+    finally:
+        await nc.close()
+
+
+Handled = tuple[str, str, int, int, float]  # instance, key, number, partition, loop time
+
+
+def _app(stream: Stream, log: list[Handled], instance: str, *, max_delay: float) -> App:
+    app = App("partitioned", dead_letters=False)
+
+    @app.handler(OrderCreated, stream=stream, subject="p.created", ordered_by="key", ack_wait=3.0)
+    async def record(order: OrderCreated, delivery: Delivery) -> None:
+        key, number = order.order_id.split(":")
+        partition = int(delivery.subject.rsplit(".", 1)[1])
+        log.append((instance, key, int(number), partition, asyncio.get_running_loop().time()))
+        await asyncio.sleep(random.uniform(0, max_delay))
+
+    return app
+
+
+def _events(subject: str, count: int, keys: int) -> list[Outgoing]:
+    return [
+        Outgoing(OrderCreated(order_id=f"k{i % keys}:{i}"), subject=subject, key=f"k{i % keys}") for i in range(count)
+    ]
+
+
+def _assert_key_order(handled: Iterable[tuple[str, int]], count: int) -> None:
+    """Each key's events were handled in publish order; a redelivery only repeats the latest one."""
+    by_key: dict[str, list[int]] = defaultdict(list)
+    for key, number in handled:
+        by_key[key].append(number)
+    for key, numbers in by_key.items():
+        assert numbers == sorted(numbers), f"key {key} out of order: {numbers}"
+    assert {n for numbers in by_key.values() for n in numbers} == set(range(count))
+
+
+def _distinct(log: list[Handled]) -> int:
+    return len({number for _, _, number, _, _ in log})
+
+
+@pytest.mark.virtual_time
+async def test_memory_broker_four_instances_keep_each_key_in_order_and_share_the_partitions() -> None:
+    stream = Stream(unique("P"), ("p.*",), partitions=8)
+    log: list[Handled] = []
+    broker = MemoryBroker()
+    apps = [_app(stream, log, f"i{n}", max_delay=0.02) for n in range(4)]
+    async with (
+        running(apps[0], MemoryTransport(broker)),
+        running(apps[1], MemoryTransport(broker)),
+        running(apps[2], MemoryTransport(broker)),
+        running(apps[3], MemoryTransport(broker)),
+    ):
+        await apps[0].publisher.publish_many(_events("p.created", 4000, 200))
+        await eventually(lambda: _distinct(log) == 4000, timeout=600)
+    _assert_key_order(((k, n) for _, k, n, _, _ in log), 4000)
+    assert {instance for instance, *_ in log} == {"i0", "i1", "i2", "i3"}
+    # The first instance to pull held every partition; the others got theirs as pins were handed on,
+    # and never more than a few times per partition.
+    for partition in range(8):
+        holders = [i for i, _, _, p, _ in log if p == partition]
+        switches = sum(1 for a, b in zip(holders, holders[1:], strict=False) if a != b)
+        assert switches <= 6, (partition, switches)
+
+
+@pytest.mark.virtual_time
+async def test_memory_broker_a_crashed_instances_partitions_move_after_the_pinned_ttl() -> None:
+    stream = Stream(unique("P"), ("p.*",), partitions=4)
+    log: list[Handled] = []
+    broker = MemoryBroker()
+    victim_transport = MemoryTransport(broker)
+    victim = _app(stream, log, "victim", max_delay=0.01)
+    survivor = _app(stream, log, "survivor", max_delay=0.01)
+    await victim.start(transport=victim_transport)  # first to pull: it gets every partition's pin
+    try:
+        async with running(survivor, MemoryTransport(broker)):
+            await survivor.publisher.publish_many(_events("p.created", 400, 40))
+            await eventually(lambda: sum(1 for i, *_ in log if i == "victim") >= 50)
+            held = {int(c.spec.durable.name.rsplit("-p", 1)[1]) for c in victim.consumers if c.holds_pin}
+            victim_transport.sever()  # as SIGKILL: no more pulls, and its acks never arrive
+            killed_at = asyncio.get_running_loop().time()
+            await eventually(lambda: _distinct(log) == 400, timeout=300)
+    finally:
+        await victim.stop()
+    assert held
+    _assert_key_order(((k, n) for _, k, n, _, _ in log), 400)
+    took_over = min(t for i, _, _, p, t in log if i == "survivor" and p in held and t > killed_at)
+    # The pinned TTL is ack_wait (3 s); the event the victim held comes back after its ack_wait, sooner.
+    assert 3.0 <= took_over - killed_at <= 3.5, took_over - killed_at
+
+
+@pytest.mark.virtual_time
+async def test_memory_broker_an_instance_added_later_gets_partitions_as_pins_are_handed_on() -> None:
+    stream = Stream(unique("P"), ("p.*",), partitions=8)
+    log: list[Handled] = []
+    broker = MemoryBroker()
+    first, later = (_app(stream, log, name, max_delay=0.02) for name in ("first", "later"))
+    async with running(first, MemoryTransport(broker)):
+        publishing = asyncio.create_task(_trickle(first, 3000))
+        await eventually(lambda: _distinct(log) >= 300)
+        assert all(c.holds_pin for c in first.consumers)
+        samples: list[tuple[int, int]] = []  # (pins the first instance holds, events the later one handled)
+
+        async def sample() -> None:
+            while True:
+                samples.append((sum(c.holds_pin for c in first.consumers), sum(1 for i, *_ in log if i == "later")))
+                await asyncio.sleep(0.005)
+
+        async with running(later, MemoryTransport(broker)):
+            sampling = asyncio.create_task(sample())
+            await eventually(lambda: sum(1 for i, *_ in log if i == "later") >= 200, timeout=120)
+            sampling.cancel()
+            shared = sum(c.holds_pin for c in later.consumers)
+        left_at = asyncio.get_running_loop().time()  # a graceful stop hands its pins back at once
+        await publishing
+        await eventually(lambda: _distinct(log) == 3000, timeout=300)
+    _assert_key_order(((k, n) for _, k, n, _, _ in log), 3000)
+    # Nothing while the first instance held every pin; then, once its balancer handed some on, half.
+    assert samples[0] == (8, 0)
+    assert all(handled == 0 for pins, handled in samples if pins == 8)
+    assert shared == 4
+    back = {p for i, _, _, p, t in log if i == "later"}
+    resumed = [min(t for i, _, _, p2, t in log if i == "first" and p2 == p and t > left_at) for p in back]
+    assert max(resumed) - left_at < 0.5, max(resumed) - left_at
+
+
+async def _trickle(app: App, count: int) -> None:
+    """A steady producer: 10 events every 10 ms."""
+    events = _events("p.created", count, 100)
+    for start in range(0, count, 10):
+        await app.publisher.publish_many(events[start : start + 10])
+        await asyncio.sleep(0.01)
