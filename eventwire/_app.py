@@ -407,7 +407,9 @@ class App:
                     started.append(consumer)
                 self._consumers += started
                 if spec.partitions:
-                    balancer = PartitionBalancer(spec.name, started, self._transport, interval=spec.durable.ack_wait / 2)
+                    balancer = PartitionBalancer(
+                        spec.name, started, self._transport, interval=spec.durable.ack_wait / 2
+                    )
                     self._balancing.append(asyncio.create_task(balancer.run(), name=f"eventwire-{spec.name}-balance"))
             for relay in self._relays:
                 relay.start(self._transport)

@@ -26,15 +26,17 @@ from eventwire import (
     Publisher,
     PublishError,
     RetryPolicy,
+    Stream,
     StreamConfigError,
     WrongLastSequence,
 )
 from eventwire._delivery import OrderingMode, UnknownTypePolicy
-from eventwire._streams import Durable
+from eventwire._streams import Durable, key_token, partition_of
 from eventwire.server import EmbeddedServer
 from eventwire.testing import VirtualTimeLoop, running
 from eventwire.transport import ConnectOptions, InboundMessage, JetStreamTransport, MessageSource, Transport
 
+from ..conftest import unique
 from ..events import OrderCreated, StockReserved
 from .conftest import Backend
 
@@ -622,6 +624,13 @@ class HeldUntilStop:
                 for message in held:
                     sink(message)
 
+            async def release(self) -> None:
+                await source.release()
+
+            @property
+            def holds_pin(self) -> bool:
+                return source.holds_pin
+
         return ReleasingSource()
 
 
@@ -722,3 +731,64 @@ async def test_events_that_waited_past_ack_wait_in_a_stalled_loop_are_left_to_th
     assert by_event["o-0"] in ([1], [1, 2])  # being handled during the stall: its late ack may lose the race
     assert {f"o-{n}": by_event[f"o-{n}"] for n in range(1, 6)} == {f"o-{n}": [2] for n in range(1, 6)}
     assert expired == 5
+
+
+async def test_a_pinned_durable_delivers_to_one_puller_and_moves_once_it_stops_pulling(backend: Backend) -> None:
+    transport, stream, durable = await raw_setup(backend, ack_wait=2.0, pinned=True)
+    other = await backend.connect()
+    first, first_source = await raw_pull(transport, stream, durable)
+    await asyncio.sleep(0.2)  # its request is the first in the server's queue
+    second, _ = await raw_pull(other, stream, durable)
+    await asyncio.sleep(0.2)
+    for number in range(5):
+        await publish_raw(transport, f"{stream}.a", number)
+    await first.wait_for(5)
+    for message in first.messages:
+        await message.ack()
+    assert first_source.holds_pin and not second.messages  # type: ignore[attr-defined]
+    pinned = await transport.pinned_state(durable)
+    assert pinned.pin_id is not None and pinned.waiting >= 1
+    await first_source.stop()  # type: ignore[attr-defined]
+    stopped_at = asyncio.get_running_loop().time()
+    await publish_raw(transport, f"{stream}.a", 5)
+    await second.wait_for(1, timeout=15)
+    moved_after = second.times[0] - stopped_at
+    # No request renews the pin any more: it goes once its TTL (ack_wait) has run out.
+    assert moved_after <= 2.0 + 1.5, moved_after
+    assert len(first.messages) == 5
+    assert (await transport.pinned_state(durable)).pin_id not in (None, pinned.pin_id)
+
+
+async def test_unpinning_hands_a_pinned_durable_to_another_puller_at_once(backend: Backend) -> None:
+    transport, stream, durable = await raw_setup(backend, ack_wait=30.0, pinned=True)
+    other = await backend.connect()
+    first, _ = await raw_pull(transport, stream, durable)
+    await asyncio.sleep(0.2)
+    second, _ = await raw_pull(other, stream, durable)
+    await asyncio.sleep(0.2)
+    await publish_raw(transport, f"{stream}.a", 1)
+    await first.wait_for(1)
+    await first.messages[0].ack()
+    await transport.unpin(durable)
+    unpinned_at = asyncio.get_running_loop().time()
+    await publish_raw(transport, f"{stream}.a", 2)
+    await second.wait_for(1, timeout=10)
+    assert second.times[0] - unpinned_at < 2.0
+    assert len(first.messages) == 1
+
+
+async def test_a_partitioned_stream_appends_the_partition_of_each_key(backend: Backend) -> None:
+    name = unique("CF")
+    stream = Stream(name, (f"{name}.*",), partitions=4)
+    transport = await backend.connect()
+    await transport.ensure_stream(stream)
+    keys = [f"k{i}" for i in range(40)] + ["a b", "ä.ö"]
+    items = [Outgoing(order(i), subject=f"{name}.created", key=k) for i, k in enumerate(keys)]
+    await Publisher(transport, source="/conformance", streams=[stream]).publish_many(items)
+    durable = Durable("all", name, stream.stored_filter(f"{name}.created"))
+    await transport.ensure_durable(durable)
+    inbox, _ = await raw_pull(transport, name, durable)
+    await inbox.wait_for(len(keys))
+    assert [m.subject for m in inbox.messages] == [
+        f"{name}.created.{key_token(k)}.{partition_of(key_token(k), 4)}" for k in keys
+    ]
