@@ -25,7 +25,7 @@ from ._retry import RetryPolicy
 from ._streams import Durable, Stream, check_name, check_subject, subject_matches
 from ._tracing import tracing_on
 from .contracts import PROTOBUF, EventRegistry
-from .middleware import settlement_chain
+from .middleware import Step, settlement_chain
 from .observability import ServiceMetrics
 from .observability._metrics import metrics_observer
 from .observability._poll import poll_metrics
@@ -398,19 +398,7 @@ class App:
                     stopping=lambda: self._stopping,
                     service=self.name,
                 )
-                # A partitioned handler: one consumer per partition, each with its own pull and its own order.
-                consumed = [dataclasses.replace(spec, durable=d, partitions=()) for d in spec.partitions] or [spec]
-                started = []
-                for one in consumed:
-                    consumer = Consumer(one, self._transport, chain, service=self.name, listeners=self._listeners)
-                    await consumer.start()
-                    started.append(consumer)
-                self._consumers += started
-                if spec.partitions:
-                    balancer = PartitionBalancer(
-                        spec.name, started, self._transport, interval=spec.durable.ack_wait / 2
-                    )
-                    self._balancing.append(asyncio.create_task(balancer.run(), name=f"eventwire-{spec.name}-balance"))
+                await self._start_consumers(spec, chain, metrics)
             for relay in self._relays:
                 relay.start(self._transport)
             if metrics is not None:
@@ -429,6 +417,25 @@ class App:
             raise
         self._started = True
         logger.info("%s started: %d handler(s) on %d stream(s)", self.name, len(self._handlers), len(self._streams))
+
+    async def _start_consumers(self, spec: HandlerSpec, chain: Step, metrics: ServiceMetrics | None) -> None:
+        """A handler's consumer; a partitioned handler's, one per partition (each with its own pull and its
+        own order) and the balancer that spreads the partitions over the instances."""
+        assert self._transport is not None
+        consumed = [dataclasses.replace(spec, durable=d, partitions=()) for d in spec.partitions] or [spec]
+        started = []
+        for one in consumed:
+            consumer = Consumer(one, self._transport, chain, service=self.name, listeners=self._listeners)
+            await consumer.start()
+            started.append(consumer)
+        self._consumers += started
+        if not spec.partitions:
+            return
+        if metrics is not None:
+            metrics.handlers[spec.name].pins = lambda: {c.spec.durable.name: c.holds_pin for c in started}
+        # Twice per pinned TTL: a partition left to one instance by the server is handed on within seconds.
+        balancer = PartitionBalancer(spec.name, started, self._transport, interval=spec.durable.ack_wait / 2)
+        self._balancing.append(asyncio.create_task(balancer.run(), name=f"eventwire-{spec.name}-balance"))
 
     async def _connect_transport(self, url: str | None, connect: ConnectOptions | None) -> JetStreamTransport:
         url = url or self.url

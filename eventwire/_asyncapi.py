@@ -86,6 +86,10 @@ class _DocumentBuilder:
             "max_event_bytes": spec.max_event_bytes,
         }
         operation["x-eventwire-durable"] = dataclasses.asdict(spec.durable)
+        if spec.partitions:
+            operation["x-eventwire-partitions"] = [
+                {"durable": d.name, "filter_subject": d.filter_subject} for d in spec.partitions
+            ]
         retry = spec.retry
         dead_letters = self.app.dead_letter_stream
         operation["x-eventwire-retry"] = {

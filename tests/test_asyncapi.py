@@ -133,7 +133,9 @@ def test_document_lists_the_channels_operations_and_messages_of_the_app() -> Non
         "ack_wait": 30.0,
         "max_deliver": -1,  # dead letters on: eventwire settles the last delivery itself
         "max_ack_pending": 1000,
+        "pinned": False,
     }
+    assert "x-eventwire-partitions" not in receive
     retry = receive["x-eventwire-retry"]
     assert retry["max_deliveries"] == 10
     assert retry["backoff"] == {"initial": 5.0, "multiplier": 2.0, "maximum": 60.0, "jitter": 0}

@@ -1,7 +1,8 @@
-"""``eventwire consumer pause | resume | reset``: hold a handler back, or replay it from a point, keeping its durable.
+"""``eventwire consumer pause | resume | reset | unpin``: hold a handler back, replay it from a point, or move a
+partition to another instance, keeping its durable.
 
-Pausing needs nats-server 2.11 (``$JS.API.CONSUMER.PAUSE``), resetting 2.14 (``$JS.API.CONSUMER.RESET``);
-on an older server the command says so instead of sending a request nobody answers.
+Pausing and unpinning need nats-server 2.11 (``$JS.API.CONSUMER.PAUSE``, ``.UNPIN``), resetting 2.14
+(``$JS.API.CONSUMER.RESET``); on an older server the command says so instead of sending a request nobody answers.
 """
 
 from __future__ import annotations
@@ -23,7 +24,10 @@ from ..transport import JetStreamTransport
 from ._connect import ConnectionFlags, fail, with_connection
 from ._dlq import parse_time
 
-app = typer.Typer(help="Pause, resume or reset a durable (a handler) without deleting it.", no_args_is_help=True)
+app = typer.Typer(
+    help="Pause, resume, reset or unpin a durable (a handler, or one partition of it) without deleting it.",
+    no_args_is_help=True,
+)
 
 T = TypeVar("T")
 Durable = Annotated[str, typer.Argument(metavar="DURABLE", help="The durable's name, as `eventwire status` lists it.")]
@@ -132,6 +136,31 @@ def resume(durable: Durable, connection: ConnectionFlags, stream: StreamOption =
 
     answer = _run(connection, work)
     typer.echo(f"{durable}: {'still paused' if answer.get('paused') else 'resumed'}")
+
+
+@app.command()
+@with_connection()
+def unpin(durable: Durable, connection: ConnectionFlags, stream: StreamOption = None) -> None:
+    """Take a partition durable's pin from the instance holding it: the next instance to pull gets it."""
+
+    async def work(nc: Client) -> str | None:
+        require_version(nc, PAUSE_SINCE, "unpinning a consumer")
+        name = await find_stream(nc, durable, stream)
+        info = await js_api(nc, f"$JS.API.CONSUMER.INFO.{name}.{durable}")
+        groups = info.get("config", {}).get("priority_groups") or []
+        if info.get("config", {}).get("priority_policy") != "pinned_client" or not groups:
+            fail(f"{durable} on {name} is not a pinned durable (a partition of a partitioned handler)")
+        held = next(
+            (g.get("pinned_client_id") for g in info.get("priority_groups") or [] if g["group"] == groups[0]), None
+        )
+        await js_api(nc, f"$JS.API.CONSUMER.UNPIN.{name}.{durable}", {"group": groups[0]})
+        return held
+
+    held = _run(connection, work)
+    if held is None:
+        typer.echo(f"{durable}: no instance held it; the next one to pull takes it")
+    else:
+        typer.echo(f"{durable}: unpinned from {held}; the next instance to pull takes it")
 
 
 @app.command()

@@ -64,6 +64,8 @@ class HandlerMetrics:
     dead_letters: Counter[str] = field(default_factory=Counter)
     # Durable name → (pending, ack pending) as last read: one durable, or one per partition.
     consumers: dict[str, tuple[int, int]] = field(default_factory=dict)
+    # A partitioned handler's partition durables → whether this instance holds the pin, read at scrape time.
+    pins: Callable[[], dict[str, bool]] | None = None
 
 
 @dataclass(eq=False)
@@ -203,8 +205,16 @@ def _consuming(services: Iterable[ServiceMetrics]) -> Iterator[Metric]:
     ack_pending = GaugeMetricFamily(
         "eventwire_consumer_ack_pending_messages", "Deliveries not acked yet.", labels=consumer_labels
     )
+    pinned = GaugeMetricFamily(
+        "eventwire_partition_pinned",
+        "1 for each partition durable this instance holds the pin of, 0 for the others.",
+        labels=consumer_labels,
+    )
     for s in services:
         for h in s.handlers.values():
+            if h.pins is not None:
+                for durable, held in sorted(h.pins().items()):
+                    pinned.add_metric([s.service, h.handler, h.stream, durable], int(held))
             for (ce_type, outcome), count in sorted(h.deliveries.items()):
                 deliveries.add_metric([s.service, h.handler, h.stream, ce_type, outcome], count)
             duration.add_metric([s.service, h.handler], h.duration.cumulative(), h.duration.sum)
@@ -215,7 +225,7 @@ def _consuming(services: Iterable[ServiceMetrics]) -> Iterator[Metric]:
             for durable, (waiting, unacked) in sorted(h.consumers.items()):
                 pending.add_metric([s.service, h.handler, h.stream, durable], waiting)
                 ack_pending.add_metric([s.service, h.handler, h.stream, durable], unacked)
-    yield from (deliveries, duration, in_flight, redeliveries, dead_letters, pending, ack_pending)
+    yield from (deliveries, duration, in_flight, redeliveries, dead_letters, pending, ack_pending, pinned)
 
 
 def _operations(services: Iterable[ServiceMetrics]) -> Iterator[Metric]:
