@@ -17,8 +17,9 @@ from sqlalchemy import Column, Integer, MetaData, String, Table, event, func, in
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
-from eventwire import App, Delivery, Next, Outcome, Stream
+from eventwire import App, ConfigError, Delivery, Next, Outcome, Stream
 from eventwire._connect_options import redact_url
+from eventwire._streams import partition_of
 from eventwire.inbox import Inbox
 from eventwire.inbox import create_tables as create_inbox_tables
 from eventwire.inbox import metadata as inbox_metadata
@@ -448,3 +449,32 @@ async def test_an_outcome_other_than_ack_from_inside_the_inbox_rolls_it_back(
     assert calls == [1, 2]  # the claim of the first attempt was rolled back with its effect
     assert [row.order_id for row in rows] == ["o-1"]
     assert inbox.skipped == 0
+
+
+async def test_the_relay_publishes_to_a_partitioned_stream_with_each_key_in_its_partition(
+    engine: AsyncEngine, jetstream_server: EmbeddedServer
+) -> None:
+    name = unique("OBP")
+    partitioned = Stream(name, (f"{name}.*",), partitions=4, allow_batched=True)
+    transport = await JetStreamTransport.connect(ConnectOptions.from_url(jetstream_server.url))
+    try:
+        await transport.ensure_stream(partitioned)
+        sessions = async_sessionmaker(engine, expire_on_commit=False)
+        outbox = Outbox(source="/services/orders", streams=[partitioned])
+        keys = [f"customer-{i % 7}" for i in range(50)]
+        async with sessions() as session, session.begin():
+            for number, key in enumerate(keys):
+                await outbox.add(session, OrderCreated(order_id=f"o-{number}"), subject=f"{name}.created", key=key)
+        async with sessions() as session, session.begin():
+            with pytest.raises(ConfigError, match="is partitioned by key"):
+                await outbox.add(session, OrderCreated(order_id="keyless"), subject=f"{name}.created")
+        assert await OutboxRelay(engine).relay_once(transport) == 50
+    finally:
+        await transport.close()
+    nc = await nats.connect(jetstream_server.url)
+    try:
+        js = nc.jetstream()
+        subjects = [(await js.get_msg(name, seq)).subject for seq in range(1, 51)]
+    finally:
+        await nc.close()
+    assert sorted(subjects) == sorted(f"{name}.created.{key}.{partition_of(key, 4)}" for key in keys)

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import os
 import random
 import signal
+import subprocess
 import sys
 import time
 from collections import Counter, defaultdict
@@ -15,9 +17,10 @@ from pathlib import Path
 
 import nats
 import pytest
+from prometheus_client import REGISTRY, generate_latest
 
 from eventwire import App, ConfigError, ConnectOptions, Delivery, Outgoing, Publisher, Stream
-from eventwire._streams import fnv1a_32, key_token, partition_of
+from eventwire._streams import Durable, fnv1a_32, key_token, partition_of
 from eventwire.server import EmbeddedServer
 from eventwire.testing import running
 from eventwire.transport import JetStreamTransport, Transport
@@ -25,6 +28,7 @@ from eventwire.transport.memory import MemoryBroker, MemoryTransport
 
 from .conftest import eventually, unique
 from .events import OrderCreated
+from .test_metrics import scrape, value
 
 ROOT = Path(__file__).parent.parent
 ODD_KEYS = ["o-1", "a.b", "with space", "*", ">", "ünïcode", "~tilde", "x" * 200, "A=B", "tab\there"]
@@ -108,10 +112,10 @@ async def _stored_subjects(url: str, stream: str, count: int) -> list[str]:
 Handled = tuple[str, str, int, int, float]  # instance, key, number, partition, loop time
 
 
-def _app(stream: Stream, log: list[Handled], instance: str, *, max_delay: float) -> App:
+def _app(stream: Stream, log: list[Handled], instance: str, *, max_delay: float, ack_wait: float = 3.0) -> App:
     app = App("partitioned", dead_letters=False)
 
-    @app.handler(OrderCreated, stream=stream, subject="p.created", ordered_by="key", ack_wait=3.0)
+    @app.handler(OrderCreated, stream=stream, subject="p.created", ordered_by="key", ack_wait=ack_wait)
     async def record(order: OrderCreated, delivery: Delivery) -> None:
         key, number = order.order_id.split(":")
         partition = int(delivery.subject.rsplit(".", 1)[1])
@@ -401,3 +405,77 @@ async def test_a_killed_instances_partitions_move_to_the_others_and_no_key_goes_
     assert all(seconds <= ack_wait + 5.0 for seconds in moved.values()), moved
     survivors = {pid for pid, _, _, _, at, _ in rows if at > killed_at}
     assert victim not in survivors and len(survivors) == 3
+
+
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "eventwire", *args], cwd=ROOT, capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+@pytest.mark.timeout(120)
+async def test_status_shows_each_partition_and_its_pin_and_unpin_moves_one(fresh_server: EmbeddedServer) -> None:
+    stream = Stream(unique("PST"), ("p.*",), partitions=2)
+    log: list[Handled] = []
+    url = ("--url", fresh_server.url)
+    # A long ack_wait: the balancer (every ack_wait / 2) stays out of the way, only the command moves pins.
+    first, second = (_app(stream, log, name, max_delay=0.0, ack_wait=120.0) for name in ("first", "second"))
+    transport = await JetStreamTransport.connect(ConnectOptions.from_url(fresh_server.url))
+    async with running(first, transport):
+        await transport.ensure_durable(Durable("plain", stream.name, "p.>"))
+        await first.publisher.publish_many(_events("p.created", 20, 10))
+        await eventually(lambda: _distinct(log) == 20)
+        async with running(second, await JetStreamTransport.connect(ConnectOptions.from_url(fresh_server.url))):
+            status = await asyncio.to_thread(_cli, "status", "--json", *url)
+            unpinned = await asyncio.to_thread(_cli, "consumer", "unpin", "partitioned-record-p0", *url)
+            await second.publisher.publish_many(_events("p.created", 40, 10)[20:])
+            order = ("shop.orders.v1.OrderCreated", "--data", '{"orderId": "k3:40"}', "--import", "tests.events")
+            published = await asyncio.to_thread(_cli, "publish", *order, "--subject", "p.created", "--key", "k3", *url)
+            await eventually(lambda: _distinct(log) == 41)
+        not_pinned = await asyncio.to_thread(_cli, "consumer", "unpin", "plain", *url)
+    consumers = {
+        c["name"]: c for s in json.loads(status.stdout)["streams"] if s["name"] == stream.name for c in s["consumers"]
+    }
+    assert set(consumers) == {"partitioned-record-p0", "partitioned-record-p1", "plain"}
+    assert consumers["partitioned-record-p0"]["pinned"] and consumers["partitioned-record-p1"]["pinned"]
+    held = consumers["partitioned-record-p0"]["pinned"][0]
+    assert unpinned.returncode == 0, unpinned.stderr
+    assert unpinned.stdout == f"partitioned-record-p0: unpinned from {held}; the next instance to pull takes it\n"
+    assert published.returncode == 0, published.stderr
+    assert [(k, p) for _, k, n, p, _ in log if n == 40] == [("k3", partition_of("k3", 2))]
+    after = [(i, p) for i, _, n, p, _ in log if n >= 20]
+    # Partition 0 went to the only other instance pulling; partition 1 stayed where it was.
+    assert {i for i, p in after if p == 0} == {"second"}
+    assert {i for i, p in after if p == 1} == {"first"}
+    assert not_pinned.returncode == 1
+    assert (
+        not_pinned.stderr.strip()
+        == f"error: plain on {stream.name} is not a pinned durable (a partition of a partitioned handler)"
+    )
+
+
+@pytest.mark.virtual_time
+async def test_metrics_carry_each_partitions_pending_and_which_partitions_this_instance_holds() -> None:
+    stream = Stream(unique("PMET"), ("p.*",), partitions=4)
+    broker = MemoryBroker()
+    service = unique("pmet").lower()
+    first = App(service, dead_letters=False, metrics_interval=0.2)
+    gate = asyncio.Event()
+
+    @first.handler(OrderCreated, stream=stream, subject="p.created", ordered_by="key", ack_wait=60.0)
+    async def record(order: OrderCreated) -> None:
+        await gate.wait()  # held: every partition has one event unacked, the rest pending
+
+    first.enable_metrics()
+    async with running(first, MemoryTransport(broker)):
+        await first.publisher.publish_many(_events("p.created", 40, 8))
+        await asyncio.sleep(1.0)  # deliveries and a metrics poll
+        samples = scrape(generate_latest(REGISTRY).decode(), service)
+        gate.set()
+    durables = [f"{service}-record-p{i}" for i in range(4)]
+    per_partition = Counter(partition_of(key_token(f"k{i % 8}"), 4) for i in range(40))
+    for i, durable in enumerate(durables):
+        labels = {"handler": "record", "stream": stream.name, "durable": durable}
+        assert value(samples, "eventwire_partition_pinned", **labels) == (1 if per_partition[i] else 0)  # 0: absent
+        assert value(samples, "eventwire_consumer_ack_pending_messages", **labels) == (1 if per_partition[i] else 0)
+        assert value(samples, "eventwire_consumer_pending_messages", **labels) == max(0, per_partition[i] - 1)

@@ -14,6 +14,7 @@ from google.protobuf.message import Message
 
 from .._app import App
 from .._publisher import Publisher
+from .._streams import key_token
 from ..transport import JetStreamTransport, PublishAck
 from ._connect import ConnectionFlags, fail, with_connection
 from ._events import event_class
@@ -67,12 +68,9 @@ def publish(
     async def main() -> PublishAck:
         transport = await JetStreamTransport.connect(options)
         try:
-            try:
-                await transport.nc.jetstream().find_stream_name_by_subject(target)
-            except nats.js.errors.NotFoundError:
-                fail(f"no stream captures {target}")
+            wire = await _wire_subject(transport, target, key)
             publisher = Publisher(transport, source=source, deadline=10.0)
-            return await publisher.publish(event, subject=target, key=key, msg_id=msg_id)
+            return await publisher.publish(event, subject=wire, key=key, msg_id=msg_id)
         finally:
             await transport.close()
 
@@ -81,6 +79,24 @@ def publish(
         typer.echo(f"{event_type} on {target}: a duplicate of {ack.stream} sequence {ack.sequence}, not stored again")
     else:
         typer.echo(f"{event_type} on {target}: stored in {ack.stream} at sequence {ack.sequence}")
+
+
+async def _wire_subject(transport: JetStreamTransport, subject: str, key: str | None) -> str:
+    """Where the event goes: ``subject``, or on a partitioned stream the subject with the key's token after it."""
+    js = transport.nc.jetstream()
+    try:
+        await js.find_stream_name_by_subject(subject)
+        return subject
+    except nats.js.errors.NotFoundError:
+        pass
+    if key is not None:
+        wire = f"{subject}.{key_token(key)}"
+        try:
+            await js.find_stream_name_by_subject(wire)
+            return wire
+        except nats.js.errors.NotFoundError:
+            pass
+    fail(f"no stream captures {subject}" + ("" if key is not None else " (a partitioned stream needs --key)"))
 
 
 publish_command = with_connection()(publish)

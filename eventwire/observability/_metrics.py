@@ -207,14 +207,15 @@ def _consuming(services: Iterable[ServiceMetrics]) -> Iterator[Metric]:
     )
     pinned = GaugeMetricFamily(
         "eventwire_partition_pinned",
-        "1 for each partition durable this instance holds the pin of, 0 for the others.",
+        "1 for each partition durable this instance holds the pin of (the others are absent).",
         labels=consumer_labels,
     )
     for s in services:
         for h in s.handlers.values():
             if h.pins is not None:
                 for durable, held in sorted(h.pins().items()):
-                    pinned.add_metric([s.service, h.handler, h.stream, durable], int(held))
+                    if held:
+                        pinned.add_metric([s.service, h.handler, h.stream, durable], 1)
             for (ce_type, outcome), count in sorted(h.deliveries.items()):
                 deliveries.add_metric([s.service, h.handler, h.stream, ce_type, outcome], count)
             duration.add_metric([s.service, h.handler], h.duration.cumulative(), h.duration.sum)
@@ -225,7 +226,9 @@ def _consuming(services: Iterable[ServiceMetrics]) -> Iterator[Metric]:
             for durable, (waiting, unacked) in sorted(h.consumers.items()):
                 pending.add_metric([s.service, h.handler, h.stream, durable], waiting)
                 ack_pending.add_metric([s.service, h.handler, h.stream, durable], unacked)
-    yield from (deliveries, duration, in_flight, redeliveries, dead_letters, pending, ack_pending, pinned)
+    yield from (deliveries, duration, in_flight, redeliveries, dead_letters, pending, ack_pending)
+    if pinned.samples:  # only services with partitioned handlers have it (docs/scaling.md)
+        yield pinned
 
 
 def _operations(services: Iterable[ServiceMetrics]) -> Iterator[Metric]:

@@ -248,7 +248,7 @@ class JetStreamPull:
     def _note_pin(self, pin_id: str | None) -> None:
         if pin_id is not None and pin_id != self.pin_id:
             self.pin_id = pin_id
-            logger.info("durable %s: this instance holds its pin", self._durable.name)
+            logger.info("durable %s: this instance holds its pin (%s)", self._durable.name, pin_id)
 
     def _on_status(self, status: str | None, description: str) -> None:
         name = self._durable.name

@@ -740,22 +740,27 @@ async def test_a_pinned_durable_delivers_to_one_puller_and_moves_once_it_stops_p
     await asyncio.sleep(0.2)  # its request is the first in the server's queue
     second, _ = await raw_pull(other, stream, durable)
     await asyncio.sleep(0.2)
-    for number in range(5):
-        await publish_raw(transport, f"{stream}.a", number)
-    await first.wait_for(5)
-    for message in first.messages:
-        await message.ack()
-    assert first_source.holds_pin and not second.messages  # type: ignore[attr-defined]
+    await publish_raw(transport, f"{stream}.a", 0)
+    await first.wait_for(1)
+    await first.messages[0].ack()
     pinned = await transport.pinned_state(durable)
+    # For well past the pinned TTL: the puller renews its pin, so it keeps getting every event.
+    for number in range(1, 26):
+        await asyncio.sleep(0.2)
+        await publish_raw(transport, f"{stream}.a", number)
+        await first.wait_for(number + 1, timeout=5)
+        await first.messages[number].ack()
+    assert first_source.holds_pin and not second.messages  # type: ignore[attr-defined]
+    assert (await transport.pinned_state(durable)).pin_id == pinned.pin_id
     assert pinned.pin_id is not None and pinned.waiting >= 1
     await first_source.stop()  # type: ignore[attr-defined]
     stopped_at = asyncio.get_running_loop().time()
-    await publish_raw(transport, f"{stream}.a", 5)
+    await publish_raw(transport, f"{stream}.a", 26)
     await second.wait_for(1, timeout=15)
     moved_after = second.times[0] - stopped_at
     # No request renews the pin any more: it goes once its TTL (ack_wait) has run out.
     assert moved_after <= 2.0 + 1.5, moved_after
-    assert len(first.messages) == 5
+    assert len(first.messages) == 26
     assert (await transport.pinned_state(durable)).pin_id not in (None, pinned.pin_id)
 
 
