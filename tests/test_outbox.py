@@ -474,7 +474,7 @@ async def test_the_relay_publishes_to_a_partitioned_stream_with_each_key_in_its_
     nc = await nats.connect(jetstream_server.url)
     try:
         js = nc.jetstream()
-        subjects = [(await js.get_msg(name, seq)).subject for seq in range(1, 51)]
+        subjects = [str((await js.get_msg(name, seq)).subject) for seq in range(1, 51)]
     finally:
         await nc.close()
     assert sorted(subjects) == sorted(f"{name}.created.{key}.{partition_of(key, 4)}" for key in keys)
