@@ -28,6 +28,7 @@ from eventwire.transport.memory import MemoryBroker, MemoryTransport
 
 from .conftest import eventually, unique
 from .events import OrderCreated
+from .secured import PASSWORD, secured_server
 from .test_metrics import scrape, value
 
 ROOT = Path(__file__).parent.parent
@@ -479,3 +480,53 @@ async def test_metrics_carry_each_partitions_pending_and_which_partitions_this_i
         assert value(samples, "eventwire_partition_pinned", **labels) == (1 if per_partition[i] else 0)  # 0: absent
         assert value(samples, "eventwire_consumer_ack_pending_messages", **labels) == (1 if per_partition[i] else 0)
         assert value(samples, "eventwire_consumer_pending_messages", **labels) == max(0, per_partition[i] - 1)
+
+
+@pytest.mark.timeout(120)
+async def test_a_partitioned_service_runs_on_the_permissions_eventwire_authz_prints(tmp_path: Path) -> None:
+    name = unique("PAUTH")
+    stream = Stream(name, (f"{name}.*",), partitions=4)
+    record = tmp_path / "record.txt"
+    env = _service_env(name, record, partitions=4, ack_wait=3.0, max_delay=0.0)
+    authz = [sys.executable, "-m", "eventwire", "authz", "tests.services.partitioned:app"]
+    generated = (
+        await asyncio.to_thread(subprocess.run, authz, cwd=ROOT, env=env, capture_output=True, text=True)
+    ).stdout
+    users = (
+        f'{{ user: "partitioned", password: "{PASSWORD}", permissions: $PARTITIONED_PERMISSIONS }}, '
+        f'{{ user: "admin", password: "{PASSWORD}" }}'
+    )
+    server = secured_server(tmp_path, generated + f"authorization {{ users = [ {users} ] }}\n")
+    log = tmp_path / "service.log"
+    service_env = {**env, "EVENTWIRE_USER": "partitioned", "EVENTWIRE_PASSWORD": PASSWORD}
+    try:
+        with log.open("wb") as sink:
+            service = await asyncio.create_subprocess_exec(
+                *(sys.executable, "-m", "eventwire", "run", "tests.services.partitioned:app", "--url", server.url),
+                *("--inbox-prefix", "_INBOX_partitioned", "--log-level", "INFO"),
+                cwd=ROOT,
+                env=service_env,
+                stderr=sink,
+            )
+        try:
+            await eventually(lambda: "partitioned started" in log.read_text(), timeout=60)
+            admin = ConnectOptions.from_url(server.url, user="admin", password=PASSWORD)
+            transport = await JetStreamTransport.connect(admin)
+            try:
+                await Publisher(transport, source="/tests", streams=[stream]).publish_many(
+                    _events(f"{name}.created", 200, 20)
+                )
+            finally:
+                await transport.close()
+            await eventually(lambda: len({n for _, _, n, *_ in _rows(record)}) == 200, timeout=60)
+            service.send_signal(signal.SIGTERM)
+            code = await asyncio.wait_for(service.wait(), 30)
+        finally:
+            if service.returncode is None:
+                service.kill()
+    finally:
+        server.stop()
+    text = log.read_text()
+    assert code == 0, text
+    assert "holds its pin" in text
+    assert "ermission" not in text and "could not hand its pin on" not in text, text
