@@ -3,8 +3,8 @@
 nats-server pins each partition durable to the instance whose pull request heads its queue when a
 message is due, and leaves the pin there while that instance keeps pulling: it never rebalances. The
 first instance to start would keep every partition, and one started later would get none until a pin
-moves. So each instance checks, every half pinned TTL or so, how many instances pull (the requests waiting
-on a partition: each instance keeps one out on each) and hands the partitions above its share on.
+moves. So each instance checks, twice per pinned TTL, how many instances pull (the requests waiting on
+a partition: each instance keeps one out on each) and hands the partitions above its share on.
 With one event unacked per partition (the default) any partition can go: the server delivers the
 next one, to the new holder, only after the old holder's ack. With more, only an idle one goes, so
 that no event of a partition overtakes one still being handled.
@@ -32,7 +32,7 @@ class PartitionBalancer:
         self._consumers = list(consumers)
         self._transport = transport
         self._interval = max(1.0, interval)
-        self.handed_on = 0
+        self._failing = False
 
     async def run(self) -> None:
         while True:
@@ -40,8 +40,12 @@ class PartitionBalancer:
             await asyncio.sleep(self._interval * random.uniform(0.75, 1.25))
             try:
                 await self.balance()
-            except Exception as exc:  # a failover under way: try again next time
-                logger.debug("handler %s: partitions not balanced this time (%r)", self._handler, exc)
+            except Exception as exc:  # a failover under way, a missing permission: said once, tried again
+                if not self._failing:
+                    logger.warning("handler %s: cannot balance its partitions (%r); trying again", self._handler, exc)
+                self._failing = True
+            else:
+                self._failing = False
 
     async def balance(self) -> None:
         held = [c for c in self._consumers if c.holds_pin]
@@ -54,7 +58,6 @@ class PartitionBalancer:
         surplus = random.sample(movable, min(len(movable), len(held) - share)) if len(held) > share else []
         for consumer in surplus:
             await consumer.release_pin()
-            self.handed_on += 1
         if surplus:
             logger.info(
                 "handler %s: handed %d partition(s) on (%s): held %d of %d, share %d with %d instance(s) pulling",

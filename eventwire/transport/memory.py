@@ -7,9 +7,8 @@ in-progress, redelivery after ack_wait, max_deliver, max_ack_pending, the
 dedup window and expected-sequence checks, partitioned streams (the partition
 token computed as nats-server computes it) and pinned durables (the first puller
 holds the pin until it has stopped pulling for the pinned TTL, or is unpinned).
-Each :class:`MemoryTransport` is
-one connection to it. Delivery is always asynchronous, as over a network:
-``publish`` never runs a handler.
+Each :class:`MemoryTransport` is one connection to it. Delivery is always
+asynchronous, as over a network: ``publish`` never runs a handler.
 
 All timing reads the event loop's clock, so on
 :class:`eventwire.testing.VirtualTimeLoop` delays cost no real time.
@@ -263,7 +262,7 @@ class _MemoryDurable:
         self._scheduled = False
         loop = asyncio.get_running_loop()
         self.stream.expire(loop.time())
-        while self.pulls or self.pinned_pull is not None:
+        while self.pulls:
             if self.config.pinned and self.pinned_pull is not None:
                 pull: MemoryPull | None = self.pinned_pull if self.pinned_pull.capacity() > 0 else None
                 if pull not in self.pulls:
