@@ -274,7 +274,6 @@ class App:
 
         if partition_max_pending < 1:
             raise ConfigError("handler: partition_max_pending must be at least 1")
-        declared_subject = subject
         partitioned = stream.partitions is not None and ordered_by == "key"
 
         def register(func: F) -> F:
@@ -284,7 +283,7 @@ class App:
             base = Durable(
                 name=durable or f"{self.name}-{handler_name}",
                 stream=stream.name,
-                filter_subject=stream.stored_filter(declared_subject),
+                filter_subject=stream.stored_filter(subject),
                 ack_wait=ack_wait,
                 # With dead letters eventwire settles the last delivery itself (dead letter, then
                 # term); the server must not give up first, or a dead-letter outage would lose it.
@@ -293,9 +292,7 @@ class App:
                 pinned=partitioned,
             )
             partitions = tuple(
-                dataclasses.replace(
-                    base, name=f"{base.name}-p{i}", filter_subject=stream.stored_filter(declared_subject, i)
-                )
+                dataclasses.replace(base, name=f"{base.name}-p{i}", filter_subject=stream.stored_filter(subject, i))
                 for i in range(stream.partitions if partitioned and stream.partitions else 0)
             )
             if prefetch is not None:
@@ -309,7 +306,7 @@ class App:
                 func=func,
                 event_types=tuple(event_types),
                 durable=base,
-                subject=declared_subject,
+                subject=subject,
                 partitions=partitions,
                 concurrency=concurrency,
                 prefetch=fetched,

@@ -72,7 +72,7 @@ class _DocumentBuilder:
         self._channel_ids: dict[str, str] = {}
 
     def add_receive(self, spec: HandlerSpec) -> None:
-        channel_id = self._channel(spec.declared_subject, spec.event_types)
+        channel_id = self._channel(spec.subject, spec.event_types)
         operation: Document = {"action": "receive", **self._references(channel_id, spec.event_types)}
         summary = inspect.getdoc(spec.func)
         if summary:

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ._app import App
-from ._streams import subject_matches
+from ._streams import partitioned_stream_for
 
 
 @dataclass(frozen=True)
@@ -30,12 +30,9 @@ def inbox_prefix_of(service: str) -> str:
 
 
 def grant_for(app: App) -> Grant:
-    partitioned = [s for s in app.streams if s.partitions is not None]
     publish: list[str] = [
         # On a partitioned stream an event's key is one more token.
-        publication.subject + ".*"
-        if any(subject_matches(s.subjects[0], publication.subject) for s in partitioned)
-        else publication.subject
+        publication.subject + ".*" if partitioned_stream_for(app.streams, publication.subject) else publication.subject
         for publication in app.publications
     ]
     streams = list(app.streams)

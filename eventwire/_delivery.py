@@ -138,6 +138,8 @@ class HandlerSpec:
     func: HandlerFunc
     event_types: tuple[type[Message], ...]
     durable: Durable
+    # The subject as declared (the durable's filter is in stored subjects, which differ on a partitioned stream).
+    subject: str
     concurrency: int = 1
     prefetch: int = 1024
     retry: RetryPolicy = RetryPolicy()
@@ -145,8 +147,6 @@ class HandlerSpec:
     ordered_by: OrderingMode | None = None
     max_event_bytes: int | None = None
     confirm_acks: bool = False
-    # The subject as declared (the durable's filter is in stored subjects, which differ on a partitioned stream).
-    subject: str = ""
     # On a partitioned stream with per-key order: a pinned durable per partition; ``durable`` names them all.
     partitions: tuple[Durable, ...] = ()
 
@@ -154,10 +154,6 @@ class HandlerSpec:
     def durables(self) -> tuple[Durable, ...]:
         """The durables this handler consumes: one per partition, or its one."""
         return self.partitions or (self.durable,)
-
-    @property
-    def declared_subject(self) -> str:
-        return self.subject or self.durable.filter_subject
 
     def __post_init__(self) -> None:
         if not self.event_types:

@@ -18,7 +18,7 @@ from ._envelope import binary_headers, now_rfc3339
 from ._errors import BatchHoldsDuplicate, ConfigError, PayloadTooLarge, PermissionDenied, PublishError, PublishTimeout
 from ._ids import uuid7
 from ._publish_stream import PublishStream
-from ._streams import Stream, check_subject, key_token, subject_matches
+from ._streams import Stream, check_subject, key_token, partitioned_stream_for
 from ._tracing import end_span, start_producer_span, tracing_on
 from .contracts import PROTOBUF, EventRegistry, codec_for, schema_ref
 from .transport import BatchMessage, PublishAck, TransientPublishFailure, Transport
@@ -135,7 +135,7 @@ class EventEncoder:
         if subject in self._partitioned_subject:
             stream = self._partitioned_subject[subject]
         else:
-            stream = next((s for s in self._partitioned if subject_matches(s.subjects[0], subject)), None)
+            stream = partitioned_stream_for(self._partitioned, subject)
             if len(self._partitioned_subject) < _MAX_CACHED_SUBJECTS:
                 self._partitioned_subject[subject] = stream
         if stream is None:

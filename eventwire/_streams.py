@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import functools
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -93,6 +94,11 @@ def fnv1a_32(data: bytes) -> int:
     for byte in data:
         value = ((value ^ byte) * 0x01000193) & 0xFFFFFFFF
     return value
+
+
+def partitioned_stream_for(streams: Iterable[Stream], subject: str) -> Stream | None:
+    """The partitioned stream among ``streams`` whose declared pattern takes ``subject``, if any."""
+    return next((s for s in streams if s.partitions is not None and subject_matches(s.subjects[0], subject)), None)
 
 
 def partition_of(token: str, partitions: int) -> int:

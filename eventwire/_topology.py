@@ -68,7 +68,7 @@ def build_topology(apps: Sequence[App]) -> Topology:
             flow = events.setdefault(ce_type, EventFlow(ce_type))
             flow.publishers.append(Publishing(app.name, publication.subject))
         for spec in app.handlers:
-            subscription = Subscription(app.name, spec.name, spec.durable.name, spec.declared_subject)
+            subscription = Subscription(app.name, spec.name, spec.durable.name, spec.subject)
             for event_type in spec.event_types:
                 ce_type = event_type_of(event_type)
                 events.setdefault(ce_type, EventFlow(ce_type)).consumers.append(subscription)

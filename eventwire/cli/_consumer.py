@@ -147,8 +147,9 @@ def unpin(durable: Durable, connection: ConnectionFlags, stream: StreamOption = 
         require_version(nc, PAUSE_SINCE, "unpinning a consumer")
         name = await find_stream(nc, durable, stream)
         info = await js_api(nc, f"$JS.API.CONSUMER.INFO.{name}.{durable}")
-        groups = info.get("config", {}).get("priority_groups") or []
-        if info.get("config", {}).get("priority_policy") != "pinned_client" or not groups:
+        config = info.get("config", {})
+        groups = config.get("priority_groups") or []
+        if config.get("priority_policy") != "pinned_client" or not groups:
             fail(f"{durable} on {name} is not a pinned durable (a partition of a partitioned handler)")
         held = next(
             (g.get("pinned_client_id") for g in info.get("priority_groups") or [] if g["group"] == groups[0]), None

@@ -84,18 +84,12 @@ def publish(
 async def _wire_subject(transport: JetStreamTransport, subject: str, key: str | None) -> str:
     """Where the event goes: ``subject``, or on a partitioned stream the subject with the key's token after it."""
     js = transport.nc.jetstream()
-    try:
-        await js.find_stream_name_by_subject(subject)
-        return subject
-    except nats.js.errors.NotFoundError:
-        pass
-    if key is not None:
-        wire = f"{subject}.{key_token(key)}"
+    for wire in (subject, *([f"{subject}.{key_token(key)}"] if key is not None else [])):
         try:
             await js.find_stream_name_by_subject(wire)
-            return wire
         except nats.js.errors.NotFoundError:
-            pass
+            continue
+        return wire
     fail(f"no stream captures {subject}" + ("" if key is not None else " (a partitioned stream needs --key)"))
 
 

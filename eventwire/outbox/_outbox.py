@@ -104,14 +104,15 @@ class Outbox:
         return row_id
 
 
-async def _first_pending(conn: AsyncConnection, keys: Iterable[str]) -> dict[str, int]:
+async def _pending_of(conn: AsyncConnection, keys: Iterable[str]) -> dict[str, tuple[int, int]]:
+    """Each key's earliest pending key_seq and how many rows it has pending."""
     pending = outbox_table.c.sent_at.is_(None)
     query = (
-        select(outbox_table.c.event_key, func.min(outbox_table.c.key_seq))
-        .where(pending, outbox_table.c.event_key.in_(list(keys)))
+        select(outbox_table.c.event_key, func.min(outbox_table.c.key_seq), func.count())
+        .where(pending, outbox_table.c.event_key.in_(sorted(keys)))
         .group_by(outbox_table.c.event_key)
     )
-    return {key: int(first) for key, first in (await conn.execute(query)).all()}
+    return {key: (int(first), int(count)) for key, first, count in (await conn.execute(query)).all()}
 
 
 async def _next_key_seq(session: AsyncSession, dialect: str, key: str) -> int:
@@ -277,7 +278,9 @@ class OutboxRelay:
             rows = list((await conn.execute(query)).all())
             if not rows:
                 return []
-            first_pending = await _first_pending(conn, {row.event_key for row in rows})
+            first_pending = {
+                k: first for k, (first, _) in (await _pending_of(conn, {r.event_key for r in rows})).items()
+            }
         by_key: dict[str, list[Any]] = defaultdict(list)
         for row in sorted(rows, key=lambda r: (r.event_key, r.key_seq)):
             by_key[row.event_key].append(row)
@@ -332,15 +335,8 @@ class OutboxRelay:
             )
             if not locked:
                 continue
-            held = (
-                await conn.execute(
-                    select(outbox_table.c.event_key, func.min(outbox_table.c.key_seq), func.count())
-                    .where(pending, outbox_table.c.event_key.in_(sorted(locked)))
-                    .group_by(outbox_table.c.event_key)
-                )
-            ).all()
-            for key, first, count in held:
-                taken[key] = int(first)
+            for key, (first, count) in (await _pending_of(conn, locked)).items():
+                taken[key] = first
                 wanted -= count
         return taken
 

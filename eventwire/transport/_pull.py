@@ -369,9 +369,8 @@ class JetStreamPull:
         if self.pin_id is None or self.failure is not None or not self._nc.is_connected:
             return
         self.pin_id = None
-        subject = f"$JS.API.CONSUMER.UNPIN.{self._durable.stream}.{self._durable.name}"
         try:
-            await self._nc.request(subject, json.dumps({"group": self._group}).encode(), timeout=2.0)
+            await request_unpin(self._nc, self._durable, timeout=2.0)
         except Exception as exc:  # the pin then moves after its TTL, as after a crash
             logger.info("durable %s: could not hand its pin on (%s)", self._durable.name, type(exc).__name__)
 
@@ -394,6 +393,15 @@ class JetStreamPull:
                 nats.errors.TimeoutError,
             ):
                 await self._sub.drain()
+
+
+async def request_unpin(nc: EventwireClient, durable: Durable, *, timeout: float) -> None:
+    """``$JS.API.CONSUMER.UNPIN`` for a pinned durable's group; a refusal is a StreamConfigError."""
+    subject = f"$JS.API.CONSUMER.UNPIN.{durable.stream}.{durable.name}"
+    reply = await nc.request(subject, json.dumps({"group": PARTITION_GROUP}).encode(), timeout=timeout)
+    error = json.loads(reply.data).get("error")
+    if error:
+        raise StreamConfigError(durable.stream, f"consumer {durable.name}", str(error.get("description")))
 
 
 def ack_grant(subject: str, stream: str, durable: str) -> str | None:

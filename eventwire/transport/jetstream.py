@@ -33,7 +33,7 @@ from ._protocol import (
     TransientPublishFailure,
     refusal_error,
 )
-from ._pull import JetStreamPull
+from ._pull import JetStreamPull, request_unpin
 
 logger = logging.getLogger("eventwire.transport")
 
@@ -346,11 +346,7 @@ class JetStreamTransport:
 
     async def unpin(self, durable: Durable) -> None:
         """Take the pin from whichever instance holds it: the next one to pull gets it."""
-        answer = await self._json_api(
-            f"$JS.API.CONSUMER.UNPIN.{durable.stream}.{durable.name}", {"group": PARTITION_GROUP}
-        )
-        if "error" in answer:
-            raise StreamConfigError(durable.stream, f"consumer {durable.name}", str(answer["error"].get("description")))
+        await request_unpin(self._nc, durable, timeout=_API_TIMEOUT)
 
     # -- publishing ----------------------------------------------------------------------------
 
