@@ -316,7 +316,9 @@ async def test_four_worker_processes_keep_each_key_in_order_over_eight_partition
     name = unique("PORD")
     stream = Stream(name, (f"{name}.*",), partitions=PARTITIONS)
     record, log = tmp_path / "record.txt", tmp_path / "supervisor.log"
-    env = _service_env(name, record, partitions=PARTITIONS, ack_wait=3.0, max_delay=0.01)
+    # Long enough for several balancing rounds (every ack_wait / 2): a handed-on pin lands on whichever
+    # instance heads the partition's queue, so reaching the last instance can take a few.
+    env = _service_env(name, record, partitions=PARTITIONS, ack_wait=3.0, max_delay=0.03)
     command = [sys.executable, "-m", "eventwire", "run", "tests.services.partitioned:app", "--workers", "4"]
     with log.open("wb") as sink:
         supervisor = await asyncio.create_subprocess_exec(
