@@ -4,7 +4,8 @@ nats-server pins each partition durable to the instance whose pull request heads
 message is due, and leaves the pin there while that instance keeps pulling: it never rebalances. The
 first instance to start would keep every partition, and one started later would get none until a pin
 moves. So each instance checks, twice per pinned TTL, how many instances pull (the requests waiting on
-a partition: each instance keeps one out on each) and hands the partitions above its share on.
+a partition: each instance keeps one out on each) and hands the partitions above its share on; it then
+sends no request on those for a moment, so that another instance's takes the pin.
 With one event unacked per partition (the default) any partition can go: the server delivers the
 next one, to the new holder, only after the old holder's ack. With more, only an idle one goes, so
 that no event of a partition overtakes one still being handled.
@@ -16,6 +17,7 @@ import asyncio
 import logging
 import math
 import random
+import statistics
 from collections.abc import Sequence
 
 from ._consumer import Consumer
@@ -52,7 +54,9 @@ class PartitionBalancer:
         if len(held) < 2:
             return
         states = await asyncio.gather(*(self._transport.pinned_state(c.spec.durable) for c in self._consumers))
-        instances = max(1, *(state.waiting for state in states))
+        # Each instance keeps one request out per partition, but a request being renewed is missing for a
+        # moment and one taken for lost can be counted twice: the median of the partitions is robust to both.
+        instances = max(1, statistics.median_high(state.waiting for state in states))
         share = math.ceil(len(self._consumers) / instances)
         movable = [c for c in held if c.idle or c.spec.durable.max_ack_pending == 1]
         surplus = random.sample(movable, min(len(movable), len(held) - share)) if len(held) > share else []

@@ -148,6 +148,7 @@ class JetStreamPull:
         self._outstanding = 0
         self._refusals = 0
         self._retry_at = 0.0
+        self._yield_until = 0.0
         self._logged: dict[str, float] = {}
         self._wake = asyncio.Event()
         self._stopping = False
@@ -157,6 +158,7 @@ class JetStreamPull:
         self.lost_requests = 0
         self._group = PARTITION_GROUP if durable.pinned else None
         self.pin_id: str | None = None
+        self._handed_on: str | None = None
 
     async def start(self) -> None:
         self._stop_listening = self._nc.on_denial(self._on_denial)
@@ -246,7 +248,8 @@ class JetStreamPull:
         self._wake.set()
 
     def _note_pin(self, pin_id: str | None) -> None:
-        if pin_id is not None and pin_id != self.pin_id:
+        # A delivery the server sent before it took our released pin back still carries that pin's id.
+        if pin_id is not None and pin_id not in (self.pin_id, self._handed_on):
             self.pin_id = pin_id
             logger.info("durable %s: this instance holds its pin (%s)", self._durable.name, pin_id)
 
@@ -330,7 +333,7 @@ class JetStreamPull:
             self._wake.clear()
             if self._stopping:
                 return
-            wait = self._retry_at - self._loop.time()
+            wait = max(self._retry_at, self._yield_until) - self._loop.time()
             if wait > 0:
                 await asyncio.sleep(wait)
                 if self._stopping:
@@ -364,11 +367,14 @@ class JetStreamPull:
 
     async def release(self) -> None:
         """Hand the pin on at once, instead of leaving the partition to wait for the pinned TTL (a graceful stop)
-        or keeping more partitions than this instance's share. Our queued request still carries the old id:
-        the server turns it away with 423, and the next request goes to the back of the queue."""
+        or keeping more partitions than this instance's share. Our queued request still carries the old id: the
+        server turns it away with 423. The server gives a free pin to the request at the head of its queue, which
+        could be ours again, so this pull sends none for one request's lifetime: every other instance pulling
+        has renewed its request by then, and one of theirs takes the pin."""
         if self.pin_id is None or self.failure is not None or not self._nc.is_connected:
             return
-        self.pin_id = None
+        self._handed_on, self.pin_id = self.pin_id, None
+        self._yield_until = self._loop.time() + self._expires
         try:
             await request_unpin(self._nc, self._durable, timeout=2.0)
         except Exception as exc:  # the pin then moves after its TTL, as after a crash
