@@ -321,6 +321,10 @@ class App:
 
         return register
 
+    def _add_relay(self, relay: BackgroundRelay) -> None:
+        """Background work a part declared on this App brings along (a saga's timers)."""
+        self._relays += (relay,)
+
     def enable_metrics(self, port: int | None = None, *, host: str = "0.0.0.0") -> None:
         """Count this App's metrics (before it starts); with ``port``, serve ``/metrics``, ``/healthz``, ``/readyz``.
 

@@ -113,7 +113,8 @@ class Stream:
     Durations are in seconds; ``None`` means unlimited. The defaults are the
     production ones: file storage, limits retention, a 2-minute duplicate window.
     ``allow_batched`` turns on fast-ingest batch publishing (nats-server 2.14 or later),
-    ``allow_atomic`` atomic batches (2.12 or later).
+    ``allow_atomic`` atomic batches (2.12 or later), ``allow_msg_schedules`` message
+    schedules (2.12 or later; with roll-ups and per-message TTLs, which schedules use).
 
     ``partitions=N`` (nats-server 2.11 or later) partitions the stream by event key: its one
     subject pattern (no ``>``) gets the key as one more token on the wire
@@ -135,6 +136,7 @@ class Stream:
     max_bytes: int | None = None
     allow_batched: bool = False
     allow_atomic: bool = False
+    allow_msg_schedules: bool = False
     partitions: int | None = None
     description: str | None = field(default=None, compare=False)
 

@@ -12,6 +12,7 @@ import pytest
 
 from eventwire.inbox import metadata as inbox_metadata
 from eventwire.outbox import metadata as outbox_metadata
+from eventwire.saga import metadata as saga_metadata
 
 from .test_cli import eventwire
 from .test_outbox import POSTGRES, _engine
@@ -67,6 +68,9 @@ def test_each_mistake_is_one_line_and_a_non_zero_exit(busy_port: int, tmp_path: 
         assert "hunter2" not in line
 
 
+_ALL_TABLES = "eventwire_outbox, eventwire_outbox_keys, eventwire_inbox, eventwire_saga, eventwire_saga_timers"
+
+
 def test_db_init_on_sqlite_twice_and_relay_without_tables(tmp_path: Path) -> None:
     url = f"sqlite+aiosqlite:///{tmp_path / 'service.db'}"
     bare = f"sqlite+aiosqlite:///{tmp_path / 'bare.db'}"
@@ -75,20 +79,20 @@ def test_db_init_on_sqlite_twice_and_relay_without_tables(tmp_path: Path) -> Non
     assert refused.returncode == 1
     first, again = eventwire("db", "init", "--db", url), eventwire("db", "init", "--db", url)
     assert first.returncode == again.returncode == 0, first.stderr + again.stderr
-    assert first.stdout == f"created eventwire_outbox, eventwire_outbox_keys, eventwire_inbox in {url}\n"
-    assert again.stdout == f"{url} already has eventwire_outbox, eventwire_outbox_keys, eventwire_inbox\n"
+    assert first.stdout == f"created {_ALL_TABLES} in {url}\n"
+    assert again.stdout == f"{url} already has {_ALL_TABLES}\n"
 
 
 async def test_db_init_on_postgresql_twice(tmp_path: Path) -> None:
     engine = await _engine("postgresql", tmp_path)  # skips, or fails in CI, when there is no PostgreSQL
     async with engine.begin() as conn:
-        for schema in (outbox_metadata, inbox_metadata):
+        for schema in (outbox_metadata, inbox_metadata, saga_metadata):
             await conn.run_sync(schema.drop_all)
     await engine.dispose()
     first, again = eventwire("db", "init", "--db", POSTGRES), eventwire("db", "init", "--db", POSTGRES)
     assert first.returncode == again.returncode == 0, first.stderr + again.stderr
-    assert "created eventwire_outbox, eventwire_outbox_keys, eventwire_inbox" in first.stdout
-    assert "already has eventwire_outbox, eventwire_outbox_keys, eventwire_inbox" in again.stdout
+    assert f"created {_ALL_TABLES}" in first.stdout
+    assert f"already has {_ALL_TABLES}" in again.stdout
     unreachable = eventwire("db", "init", "--db", "postgresql+asyncpg://postgres:hunter2@127.0.0.1:1/test")
     line = one_line_error(unreachable)
     assert "cannot connect" in line and "hunter2" not in line

@@ -78,20 +78,23 @@ def first_line(exc: BaseException) -> str:
 @app.command()
 @with_logging()
 def init(db: DbOption) -> None:
-    """Create the outbox and inbox tables where they are missing (running it again changes nothing)."""
+    """Create the outbox, inbox and saga tables where they are missing (running it again changes nothing)."""
     from ..inbox import create_tables as create_inbox_tables
     from ..inbox import metadata as inbox_metadata
     from ..outbox import create_tables as create_outbox_tables
     from ..outbox import metadata as outbox_metadata
+    from ..saga import create_tables as create_saga_tables
+    from ..saga import metadata as saga_metadata
 
     engine = open_engine(db)
-    tables = (*outbox_metadata.tables, *inbox_metadata.tables)
+    tables = (*outbox_metadata.tables, *inbox_metadata.tables, *saga_metadata.tables)
 
     async def main() -> list[str]:
         try:
             missing = await missing_tables(engine, tables)
             await create_outbox_tables(engine)
             await create_inbox_tables(engine)
+            await create_saga_tables(engine)
             return missing
         finally:
             await engine.dispose()

@@ -34,6 +34,22 @@ async def create_tables(engine: AsyncEngine) -> None:
         await conn.run_sync(metadata.create_all)
 
 
+async def claim_event(session: AsyncSession, handler: str, event_id: str) -> bool:
+    """Record that ``handler`` processed ``event_id`` in the session's transaction; False if it already had
+    (after waiting for a concurrent claim to commit)."""
+    dialect = session.bind.dialect.name if session.bind is not None else ""
+    values = {"handler": handler, "event_id": event_id, "processed_at": datetime.now(UTC)}
+    statement: Any
+    if dialect == "postgresql":
+        statement = postgresql.insert(inbox_table).values(**values).on_conflict_do_nothing()
+    elif dialect == "sqlite":
+        statement = sqlite.insert(inbox_table).values(**values).on_conflict_do_nothing()
+    else:
+        raise ConfigError(f"the inbox supports PostgreSQL and SQLite, not {dialect!r}")
+    result = await session.execute(statement.returning(inbox_table.c.event_id))
+    return result.first() is not None
+
+
 class Inbox:
     """Middleware giving each delivery a session whose transaction also records the event id.
 
@@ -57,7 +73,7 @@ class Inbox:
     def __call__(self, next_step: Next) -> Next:
         async def with_inbox(delivery: Delivery) -> Outcome | None:
             async with self._sessions() as session, session.begin() as transaction:
-                if not await self._claim(session, delivery.handler, delivery.envelope.id):
+                if not await claim_event(session, delivery.handler, delivery.envelope.id):
                     self.skipped += 1
                     if logger.isEnabledFor(logging.DEBUG):
                         logger.debug("already processed by %s: %s", delivery.handler, delivery.envelope.id)
@@ -74,20 +90,6 @@ class Inbox:
             return outcome
 
         return with_inbox
-
-    async def _claim(self, session: AsyncSession, handler: str, event_id: str) -> bool:
-        """Insert the record; False if it exists (after waiting for a concurrent claim to commit)."""
-        dialect = session.bind.dialect.name if session.bind is not None else ""
-        values = {"handler": handler, "event_id": event_id, "processed_at": datetime.now(UTC)}
-        statement: Any
-        if dialect == "postgresql":
-            statement = postgresql.insert(inbox_table).values(**values).on_conflict_do_nothing()
-        elif dialect == "sqlite":
-            statement = sqlite.insert(inbox_table).values(**values).on_conflict_do_nothing()
-        else:
-            raise ConfigError(f"the inbox supports PostgreSQL and SQLite, not {dialect!r}")
-        result = await session.execute(statement.returning(inbox_table.c.event_id))
-        return result.first() is not None
 
     def _maybe_prune(self) -> None:
         loop = asyncio.get_running_loop()

@@ -7,7 +7,7 @@ import contextlib
 import json
 import logging
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -65,8 +65,12 @@ class Outbox:
         msg_id: str | None = None,
         correlation_id: str | None = None,
         causation_id: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> str:
-        """Store ``event`` in the session's transaction; return its msg id (the outbox row id)."""
+        """Store ``event`` in the session's transaction; return its msg id (the outbox row id).
+
+        ``headers`` are NATS headers sent beside the event's own (a message schedule's, say).
+        """
         event_id = uuid7()
         traceparent, tracestate = current_trace_context()
         encoded = self._encoder.encode(
@@ -80,6 +84,8 @@ class Outbox:
             traceparent=traceparent,
             tracestate=tracestate,
         )
+        if headers:
+            encoded.headers.update(headers)
         row_id = encoded.headers["Nats-Msg-Id"]
         dialect = session.bind.dialect.name if session.bind is not None else ""
         if key is None:

@@ -45,6 +45,10 @@ class RecordingTransport:
         return self._inner.max_payload
 
     @property
+    def message_schedules(self) -> bool:
+        return self._inner.message_schedules
+
+    @property
     def connected(self) -> bool:
         return self._inner.connected
 

@@ -194,6 +194,10 @@ class Transport(Protocol):
     def max_payload(self) -> int: ...
 
     @property
+    def message_schedules(self) -> bool:
+        """Whether streams can schedule messages here (``Stream(allow_msg_schedules=True)``)."""
+
+    @property
     def connected(self) -> bool:
         """Whether the broker can hear us now (False while reconnecting)."""
 

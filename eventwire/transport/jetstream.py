@@ -43,7 +43,7 @@ _RETRYABLE_STATUS = "503"
 # Servers older than these carry known data-loss and security bugs (DESIGN §10).
 _MIN_PATCH = {(2, 11): 15, (2, 12): 6}
 _FAST_INGEST_SINCE = (2, 14, 0)
-_ATOMIC_SINCE = (2, 12, 0)
+_ATOMIC_SINCE = (2, 12, 0)  # atomic batches and message schedules
 _PINNED_SINCE = (2, 11, 0)
 _API_TIMEOUT = 5.0
 _CONSUMER_NOT_FOUND = 10014
@@ -137,6 +137,10 @@ class JetStreamTransport:
     def max_payload(self) -> int:
         return self._nc.max_payload
 
+    @property
+    def message_schedules(self) -> bool:
+        return server_version(self._nc) >= _ATOMIC_SINCE
+
     def _on_reconnected(self) -> None:
         for pull in self._pulls:
             pull.reset()
@@ -190,6 +194,10 @@ class JetStreamTransport:
             max_bytes=stream.max_bytes or -1,
             allow_batched=stream.allow_batched or None,  # unset, not false: older servers know neither
             allow_atomic=stream.allow_atomic or None,
+            allow_msg_schedules=stream.allow_msg_schedules or None,
+            # A schedule is cancelled by a roll-up of its subject, with a marker that expires.
+            allow_rollup_hdrs=stream.allow_msg_schedules or None,  # type: ignore[arg-type]
+            allow_msg_ttl=stream.allow_msg_schedules or None,
         )
         self._check_server_supports(stream)
         self._stream_subjects[stream.name] = stream.wire_subjects
@@ -230,6 +238,7 @@ class JetStreamTransport:
         for name, wanted, since in (
             ("allow_batched", stream.allow_batched, _FAST_INGEST_SINCE),
             ("allow_atomic", stream.allow_atomic, _ATOMIC_SINCE),
+            ("allow_msg_schedules", stream.allow_msg_schedules, _ATOMIC_SINCE),
             ("partitions", stream.partitions is not None, _PINNED_SINCE),
         ):
             if wanted and version < since:
@@ -595,7 +604,7 @@ def _stream_differences(current: api.StreamConfig, wanted: api.StreamConfig) -> 
         differences.append("partitions")
     differences += [
         name
-        for name in ("allow_batched", "allow_atomic")
+        for name in ("allow_batched", "allow_atomic", "allow_msg_schedules")
         if bool(getattr(current, name)) != bool(getattr(wanted, name))
     ]
     durations = ("duplicate_window", "max_age")

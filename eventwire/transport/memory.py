@@ -516,6 +516,10 @@ class MemoryTransport:
         return self.broker.max_payload
 
     @property
+    def message_schedules(self) -> bool:
+        return False
+
+    @property
     def connected(self) -> bool:
         return True
 
@@ -545,6 +549,10 @@ class MemoryTransport:
         self._pulls.clear()
 
     async def ensure_stream(self, stream: Stream) -> None:
+        if stream.allow_msg_schedules:
+            raise StreamConfigError(
+                stream.name, "allow_msg_schedules", "the memory transport does not schedule messages"
+            )
         self.broker.ensure_stream(stream)
 
     async def ensure_durable(self, durable: Durable) -> None:

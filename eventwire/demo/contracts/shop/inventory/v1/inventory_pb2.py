@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!shop/inventory/v1/inventory.proto\x12\x11shop.inventory.v1\"Q\n\rStockReserved\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x16\n\x0ereservation_id\x18\x02 \x01(\t\x12\x16\n\x0ereserved_at_ms\x18\x03 \x01(\x03\">\n\rStockRejected\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\tb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!shop/inventory/v1/inventory.proto\x12\x11shop.inventory.v1\"Q\n\rStockReserved\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x16\n\x0ereservation_id\x18\x02 \x01(\t\x12\x16\n\x0ereserved_at_ms\x18\x03 \x01(\x03\">\n\rStockRejected\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0b\n\x03sku\x18\x02 \x01(\t\x12\x0e\n\x06reason\x18\x03 \x01(\t\"*\n\tStockLine\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x05\"Z\n\x19StockReservationRequested\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12+\n\x05lines\x18\x02 \x03(\x0b\x32\x1c.shop.inventory.v1.StockLine\"9\n\x15StockReleaseRequested\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\"Q\n\rStockReleased\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x16\n\x0ereservation_id\x18\x02 \x01(\t\x12\x16\n\x0ereleased_at_ms\x18\x03 \x01(\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,4 +35,12 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_STOCKRESERVED']._serialized_end=137
   _globals['_STOCKREJECTED']._serialized_start=139
   _globals['_STOCKREJECTED']._serialized_end=201
+  _globals['_STOCKLINE']._serialized_start=203
+  _globals['_STOCKLINE']._serialized_end=245
+  _globals['_STOCKRESERVATIONREQUESTED']._serialized_start=247
+  _globals['_STOCKRESERVATIONREQUESTED']._serialized_end=337
+  _globals['_STOCKRELEASEREQUESTED']._serialized_start=339
+  _globals['_STOCKRELEASEREQUESTED']._serialized_end=396
+  _globals['_STOCKRELEASED']._serialized_start=398
+  _globals['_STOCKRELEASED']._serialized_end=479
 # @@protoc_insertion_point(module_scope)

@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bshop/orders/v1/orders.proto\x12\x0eshop.orders.v1\")\n\x08LineItem\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x05\"\x8a\x01\n\x0cOrderCreated\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\'\n\x05items\x18\x03 \x03(\x0b\x32\x18.shop.orders.v1.LineItem\x12\x13\n\x0btotal_cents\x18\x04 \x01(\x03\x12\x15\n\rcreated_at_ms\x18\x05 \x01(\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1bshop/orders/v1/orders.proto\x12\x0eshop.orders.v1\")\n\x08LineItem\x12\x0b\n\x03sku\x18\x01 \x01(\t\x12\x10\n\x08quantity\x18\x02 \x01(\x05\"\x8a\x01\n\x0cOrderCreated\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x13\n\x0b\x63ustomer_id\x18\x02 \x01(\t\x12\'\n\x05items\x18\x03 \x03(\x0b\x32\x18.shop.orders.v1.LineItem\x12\x13\n\x0btotal_cents\x18\x04 \x01(\x03\x12\x15\n\rcreated_at_ms\x18\x05 \x01(\x03\"O\n\x0eOrderConfirmed\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x12\n\npayment_id\x18\x02 \x01(\t\x12\x17\n\x0f\x63onfirmed_at_ms\x18\x03 \x01(\x03\"K\n\x0eOrderCancelled\x12\x10\n\x08order_id\x18\x01 \x01(\t\x12\x0e\n\x06reason\x18\x02 \x01(\t\x12\x17\n\x0f\x63\x61ncelled_at_ms\x18\x03 \x01(\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,4 +35,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LINEITEM']._serialized_end=88
   _globals['_ORDERCREATED']._serialized_start=91
   _globals['_ORDERCREATED']._serialized_end=229
+  _globals['_ORDERCONFIRMED']._serialized_start=231
+  _globals['_ORDERCONFIRMED']._serialized_end=310
+  _globals['_ORDERCANCELLED']._serialized_start=312
+  _globals['_ORDERCANCELLED']._serialized_end=387
 # @@protoc_insertion_point(module_scope)

@@ -27,3 +27,23 @@ class OrderCreated(_message.Message):
     total_cents: int
     created_at_ms: int
     def __init__(self, order_id: _Optional[str] = ..., customer_id: _Optional[str] = ..., items: _Optional[_Iterable[_Union[LineItem, _Mapping]]] = ..., total_cents: _Optional[int] = ..., created_at_ms: _Optional[int] = ...) -> None: ...
+
+class OrderConfirmed(_message.Message):
+    __slots__ = ("order_id", "payment_id", "confirmed_at_ms")
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    PAYMENT_ID_FIELD_NUMBER: _ClassVar[int]
+    CONFIRMED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    order_id: str
+    payment_id: str
+    confirmed_at_ms: int
+    def __init__(self, order_id: _Optional[str] = ..., payment_id: _Optional[str] = ..., confirmed_at_ms: _Optional[int] = ...) -> None: ...
+
+class OrderCancelled(_message.Message):
+    __slots__ = ("order_id", "reason", "cancelled_at_ms")
+    ORDER_ID_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CANCELLED_AT_MS_FIELD_NUMBER: _ClassVar[int]
+    order_id: str
+    reason: str
+    cancelled_at_ms: int
+    def __init__(self, order_id: _Optional[str] = ..., reason: _Optional[str] = ..., cancelled_at_ms: _Optional[int] = ...) -> None: ...
