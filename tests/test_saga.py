@@ -213,9 +213,18 @@ async def test_happy_path_confirms_with_one_capture(setup: tuple[Callable[[], An
         assert await s.outcome("o-1") == "OrderConfirmed"
         state = await s.state("o-1")
         requests = dict(s.gateway.requests)
+        # The capture cancelled the payment timer: its due time passes without a firing (even an ignored one).
+        await asyncio.sleep(PAYMENT_TIMEOUT + 1.0)
+        ignored = s.saga.ignored_timers
+        s.saga.retention = 0.001
+        pruned = await s.saga.prune()
+        async with s.engine.connect() as conn:
+            left = (await conn.execute(select(saga_table.c.saga_key))).all()
     assert state["status"] == "confirmed" and state["finished"] and state["payment_id"] == "pay-o-1"
     assert requests == {("StockReservationRequested", "o-1"): 1, ("PaymentRequested", "o-1"): 1}
     assert s.outcomes == {("OrderConfirmed", "o-1"): 1}
+    assert ignored == 0
+    assert (pruned, left) == (1, [])
 
 
 @pytest.mark.timeout(120)
