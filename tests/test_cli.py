@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import signal
@@ -8,6 +9,7 @@ import sys
 from pathlib import Path
 
 import nats
+import pytest
 from typer.testing import CliRunner
 
 from eventwire.cli import cli
@@ -28,29 +30,56 @@ def eventwire(*args: str, timeout: float = 120, env: dict[str, str] | None = Non
     )
 
 
-def test_demo_runs_on_an_embedded_server() -> None:
-    result = eventwire("demo", "--orders", "300", env={"EVENTWIRE_URL": ""})
+INVARIANTS = (
+    "orders accepted = confirmed",
+    "stock conserved",
+    "every cancelled order's stock",
+    "each confirmed order captured",
+    "one notification per order",
+    "nothing left pending",
+)
+
+
+def _assert_invariants_held(stdout: str) -> None:
+    for invariant in INVARIANTS:
+        assert re.search(rf"✓ {re.escape(invariant)}", stdout), (invariant, stdout)
+    assert "✗" not in stdout
+
+
+@pytest.mark.timeout(300)
+def test_demo_runs_the_shop_as_processes_and_every_invariant_holds() -> None:
+    result = eventwire("demo", "--orders", "300", env={"EVENTWIRE_URL": "", "COLUMNS": "200"}, timeout=280)
+    print(result.stdout)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "eventwire demo on embedded" in result.stdout
-    assert re.search(r"orders published\s+│\s+300 \(0 duplicates\)", result.stdout)
-    assert re.search(r"handled by inventory\s+│\s+300", result.stdout)
-    assert re.search(r"handled by notifications\s+│\s+300", result.stdout)
-    assert re.search(r"redeliveries\s+│\s+12\b", result.stdout)  # every 25th order fails once on purpose
+    assert re.search(r"300 placed, \d+ confirmed, \d+ cancelled", result.stdout)
+    assert re.search(r"300 accepted, \d+ confirmed, \d+ cancelled, 0 pending", result.stdout)
+    _assert_invariants_held(result.stdout)
 
 
-async def test_demo_with_url_leaves_streams_and_durables(fresh_server: EmbeddedServer) -> None:
-    for _ in range(2):  # a second run on the same server works too
-        result = eventwire("demo", "--orders", "100", "--url", fresh_server.url)
-        assert result.returncode == 0, result.stdout + result.stderr
-        assert f"eventwire demo on {fresh_server.url}" in result.stdout
+@pytest.mark.timeout(400)
+def test_demo_with_chaos_kills_services_and_every_invariant_still_holds() -> None:
+    result = eventwire("demo", "--orders", "300", "--chaos", env={"EVENTWIRE_URL": "", "COLUMNS": "200"}, timeout=380)
+    print(result.stdout)
+    assert result.returncode == 0, result.stdout + result.stderr
+    kills = re.search(r"services killed \(SIGKILL\)\s+│\s+(\d+):", result.stdout)
+    assert kills is not None and int(kills.group(1)) >= 3, result.stdout
+    _assert_invariants_held(result.stdout)
+
+
+async def test_demo_with_url_leaves_its_streams_on_that_server(fresh_server: EmbeddedServer, tmp_path: Path) -> None:
+    result = eventwire("demo", "--orders", "40", "--url", fresh_server.url, "--data", str(tmp_path), timeout=200)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"eventwire demo on {fresh_server.url}" in result.stdout
     nc = await nats.connect(fresh_server.url)
     try:
         js = nc.jetstream()
-        assert (await js.stream_info("ORDERS")).state.messages == 200
-        assert (await js.consumer_info("ORDERS", "svc-inventory")).ack_floor.stream_seq == 200
-        assert (await js.consumer_info("INVENTORY", "svc-notifications")).num_pending == 0
+        assert (await js.stream_info("ORDERS")).state.messages == 40
+        assert (await js.consumer_info("FULFILMENT", "notifications-tell_customer")).num_pending == 0
     finally:
         await nc.close()
+    databases = {p.name for p in await asyncio.to_thread(lambda: list(tmp_path.glob("*.db")))}
+    assert databases >= {f"{s}.db" for s in ("orders", "inventory", "payments")}
 
 
 def test_run_refuses_a_target_that_is_not_an_app() -> None:

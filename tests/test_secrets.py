@@ -136,7 +136,7 @@ async def test_no_secret_reaches_any_output(secured: Secured, name: str, tmp_pat
         Process(tmp_path / "asyncapi.log", "asyncapi", APP, *kind.arguments[:2], env=env).wait
     )
     assert "reconnected to" in outputs["run, through a reconnect"]
-    assert "orders published" in outputs["demo"]
+    assert "eventwire demo on" in outputs["demo"]
     assert '"servers"' in outputs["asyncapi"]
     lines = sum(len(text.splitlines()) for text in outputs.values())
     secrets = (*kind.secrets, DB_PASSWORD)

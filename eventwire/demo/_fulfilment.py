@@ -18,6 +18,7 @@ from ..saga import Saga, SagaStep, TimerMode
 from .contracts.shop.inventory.v1.inventory_pb2 import (
     StockLine,
     StockRejected,
+    StockReleased,
     StockReleaseRequested,
     StockReservationRequested,
     StockReserved,
@@ -26,6 +27,7 @@ from .contracts.shop.orders.v1.orders_pb2 import OrderCancelled, OrderConfirmed,
 from .contracts.shop.payments.v1.payments_pb2 import (
     PaymentCaptured,
     PaymentFailed,
+    PaymentRefunded,
     PaymentRequested,
     RefundRequested,
 )
@@ -64,6 +66,9 @@ def fulfilment_service(
     """
     relays = [] if sessions is None else [OutboxRelay(_engine(sessions), poll_interval=relay_poll)]
     app = App("fulfilment", streams=[ORDERS, INVENTORY, PAYMENTS, FULFILMENT], url=url, relays=relays)
+    # On the subjects the saga reads, but no step of it: acknowledged and skipped, not dead-lettered.
+    app.registry.register(StockReleased)
+    app.registry.register(PaymentRefunded)
     outbox = Outbox(source=app.source, registry=app.registry, streams=[FULFILMENT])
     saga: Saga[Fulfilment] = Saga(
         app, "fulfilment", Fulfilment, sessions=_described(sessions), outbox=outbox, timers=timers

@@ -4,6 +4,6 @@ A redelivery of an event already recorded for that handler is acked without
 running the handler again. See docs/outbox-inbox.md.
 """
 
-from ._inbox import Inbox, create_tables, inbox_table, metadata
+from ._inbox import Inbox, claim_event, create_tables, inbox_table, metadata
 
-__all__ = ["Inbox", "create_tables", "inbox_table", "metadata"]
+__all__ = ["Inbox", "claim_event", "create_tables", "inbox_table", "metadata"]

@@ -51,6 +51,32 @@ def health_app(readiness: Sequence[Check], liveness: Sequence[Check] = ()) -> St
     return Starlette(routes=[Route("/metrics", metrics), Route("/healthz", healthz), Route("/readyz", readyz)])
 
 
+def serve_in_loop(asgi: Starlette, host: str, port: int, *, what: str) -> tuple[_InLoopServer, asyncio.Task[None], int]:
+    """Serve ``asgi`` on ``host:port`` from this event loop; the server, its task and the port it listens on.
+
+    The socket listens before this returns: a request that comes before uvicorn is up waits in its backlog.
+    """
+    listening = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET)
+    listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        listening.bind((host, port))
+    except OSError as exc:
+        listening.close()
+        raise ConfigError(f"{what} {port} on {host}: {exc.strerror}") from None
+    listening.listen(128)
+    config = uvicorn.Config(
+        asgi,
+        log_level="warning",
+        log_config=None,  # uvicorn's own would replace the process's logging set-up (--log-format json)
+        access_log=False,
+        lifespan="off",
+        loop="none",
+    )
+    server = _InLoopServer(config)
+    task = asyncio.create_task(server.serve(sockets=[listening]), name=f"eventwire-http-{port}")
+    return server, task, listening.getsockname()[1]
+
+
 class HealthServer:
     """The three endpoints on ``host:port`` (port 0: a free one, see :attr:`port` once started)."""
 
@@ -67,26 +93,9 @@ class HealthServer:
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        listening = socket.socket(socket.AF_INET6 if ":" in self._host else socket.AF_INET)
-        listening.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            listening.bind((self._host, self.port))
-        except OSError as exc:
-            listening.close()
-            raise ConfigError(f"metrics port {self.port} on {self._host}: {exc.strerror}") from None
-        listening.listen(128)
-        self.port = listening.getsockname()[1]
-        config = uvicorn.Config(
-            health_app(self._readiness, self._liveness),
-            log_level="warning",
-            log_config=None,  # uvicorn's own would replace the process's logging set-up (--log-format json)
-            access_log=False,
-            lifespan="off",
-            loop="none",
+        self._server, self._task, self.port = serve_in_loop(
+            health_app(self._readiness, self._liveness), self._host, self.port, what="metrics port"
         )
-        self._server = _InLoopServer(config)
-        # The socket already listens: a probe that comes before uvicorn is up waits in its backlog.
-        self._task = asyncio.create_task(self._server.serve(sockets=[listening]), name="eventwire-health")
         logger.info("metrics and health on http://%s:%d (/metrics, /healthz, /readyz)", self._host, self.port)
 
     async def stop(self) -> None:

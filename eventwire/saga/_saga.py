@@ -35,7 +35,7 @@ from .._errors import ConfigError, EventwireError
 from .._ids import uuid7
 from .._retry import RetryPolicy
 from .._streams import Stream, check_name, key_token
-from ..inbox._inbox import claim_event
+from ..inbox import claim_event
 from ..outbox import Outbox
 from ..transport import Transport
 from ._tables import saga_table, saga_timers_table
