@@ -56,7 +56,7 @@ def test_each_mistake_is_one_line_and_a_non_zero_exit(busy_port: int, tmp_path: 
         ("relay", "--db", "mysql+aiomysql://db/x"): "work on SQLite and PostgreSQL",
         ("server", "--port", str(busy_port)): f"port {busy_port} on 127.0.0.1 is in use",
         ("run", "eventwire.demo:missing"): "module eventwire.demo has no attribute 'missing'",
-        ("run", "eventwire.demo:DemoSummary"): "a class, not an eventwire App",
+        ("run", "eventwire.demo._shop_run:ShopSummary"): "a class, not an eventwire App",
         ("run", "nosuch:app"): "cannot import nosuch",
         ("schema", "lint", "eventwire/demo/proto", "--log-level", "bogus"): "log level 'bogus' is not one of",
         ("status", "--pending", "many"): "--pending 'many': expected WARNING:CRITICAL",
