@@ -17,7 +17,7 @@ from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
 from eventwire import App, ConnectOptions, Delivery, Outcome
-from eventwire._delivery import Next
+from eventwire._delivery import Middleware, Next
 from eventwire.demo._fulfilment import FULFILMENT, INVENTORY, ORDERS, PAYMENTS, Fulfilment, fulfilment_service
 from eventwire.demo.contracts.shop.inventory.v1.inventory_pb2 import (
     StockRejected,
@@ -151,7 +151,7 @@ async def shop(
     tmp_path: Path,
     *,
     timers: str,
-    middleware: Next | None = None,
+    middleware: Middleware | None = None,
     payment_timeout: float = PAYMENT_TIMEOUT,
 ) -> AsyncIterator[Shop]:
     engine = await _database(tmp_path)
@@ -326,7 +326,7 @@ async def test_a_redelivered_event_repeats_no_step(setup: tuple[Callable[[], Any
         copy = encoder.encode(StockReserved(order_id="o-7"), "inventory.reserved", key="o-7", event_id="rsv-event-o-7")
         for msg_id in ("a", "b"):
             await transport.publish(copy.subject, copy.payload, {**copy.headers, "Nats-Msg-Id": msg_id}, timeout=5)
-        await eventually(lambda: s.app.consumers and sum(c.handled for c in s.app.consumers) >= 4, timeout=30)
+        await eventually(lambda: sum(c.handled for c in s.app.consumers) >= 4, timeout=30)
         await asyncio.sleep(0.5)
         second = await s.state("o-7")
     assert s.gateway.requests[("PaymentRequested", "o-7")] == 1
