@@ -38,6 +38,8 @@ PAYMENTS = Stream("PAYMENTS", ("payments.>",), description="Charges and refunds"
 FULFILMENT = Stream("FULFILMENT", ("fulfilment.>",), description="The fulfilment saga's requests and outcomes")
 
 STEP_RETRY = RetryPolicy(max_deliveries=20, backoff=Backoff(initial=0.05, maximum=1.0))
+# How soon the shop's events come back after their process died (a long handler sends heartbeats).
+ACK_WAIT = 5.0
 
 
 @dataclass
@@ -71,7 +73,7 @@ def fulfilment_service(
     app.registry.register(PaymentRefunded)
     outbox = Outbox(source=app.source, registry=app.registry, streams=[FULFILMENT])
     saga: Saga[Fulfilment] = Saga(
-        app, "fulfilment", Fulfilment, sessions=_described(sessions), outbox=outbox, timers=timers
+        app, "fulfilment", Fulfilment, sessions=_described(sessions), outbox=outbox, timers=timers, ack_wait=ACK_WAIT
     )
 
     @saga.on(OrderCreated, stream=ORDERS, subject="orders.created", starts=True, retry=STEP_RETRY)

@@ -151,6 +151,7 @@ class Saga(Generic[S]):
     ``outbox`` is where steps send events, published by an ``OutboxRelay`` the App runs.
     ``timers`` chooses JetStream message schedules (nats-server 2.12+) or the database's timer table
     (polled every ``poll_interval`` seconds). Finished sagas are deleted ``retention`` seconds later.
+    ``ack_wait`` is its handlers' (how soon a crashed instance's steps are redelivered).
     """
 
     def __init__(
@@ -164,6 +165,7 @@ class Saga(Generic[S]):
         timers: TimerMode = "schedules",
         retention: float = 7 * 24 * 3600.0,
         poll_interval: float = 1.0,
+        ack_wait: float = 30.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         check_name("saga", name)
@@ -186,6 +188,7 @@ class Saga(Generic[S]):
         self.retention = retention
         self.poll_interval = poll_interval
         self.clock = clock
+        self.ack_wait = ack_wait
         self.timeouts: dict[str, TimeoutFunc] = {}
         self.ignored_timers = 0
         self.handler_name = f"saga-{name}"
@@ -205,6 +208,7 @@ class Saga(Generic[S]):
                 name=f"{self.handler_name}-timers",
                 ordered_by="key",
                 concurrency=8,
+                ack_wait=ack_wait,
             )(self._on_fired)
         app._add_relay(self)
         self._task: asyncio.Task[None] | None = None
@@ -246,6 +250,7 @@ class Saga(Generic[S]):
                 concurrency=concurrency,
                 retry=retry,
                 ordered_by="key",
+                ack_wait=self.ack_wait,
             )(step)
             return func
 

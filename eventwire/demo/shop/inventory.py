@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from ... import App, Delivery, Publication
 from ...inbox import Inbox
 from ...outbox import Outbox, OutboxRelay
-from .._fulfilment import FULFILMENT, INVENTORY, STEP_RETRY
+from .._fulfilment import ACK_WAIT, FULFILMENT, INVENTORY, STEP_RETRY
 from ..contracts.shop.inventory.v1.inventory_pb2 import (
     StockRejected,
     StockReleased,
@@ -80,6 +80,7 @@ def inventory_service(sessions: async_sessionmaker[AsyncSession] | None = None, 
         concurrency=8,
         ordered_by="key",
         retry=STEP_RETRY,
+        ack_wait=ACK_WAIT,
     )
     async def reserve_or_release(
         request: StockReservationRequested | StockReleaseRequested, delivery: Delivery

@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ... import App, Delivery
 from ...inbox import Inbox
-from .._fulfilment import FULFILMENT
+from .._fulfilment import ACK_WAIT, FULFILMENT
 from ..contracts.shop.orders.v1.orders_pb2 import OrderCancelled, OrderConfirmed
 from ._settings import open_database
 
@@ -29,7 +29,14 @@ notifications_table = Table(
 def notifications_service(sessions: async_sessionmaker[AsyncSession] | None = None, *, url: str | None = None) -> App:
     app = App("notifications", streams=[FULFILMENT], url=url, middleware=[] if sessions is None else [Inbox(sessions)])
 
-    @app.handler(OrderConfirmed, OrderCancelled, stream=FULFILMENT, subject="fulfilment.order.>", concurrency=8)
+    @app.handler(
+        OrderConfirmed,
+        OrderCancelled,
+        stream=FULFILMENT,
+        subject="fulfilment.order.>",
+        concurrency=8,
+        ack_wait=ACK_WAIT,
+    )
     async def tell_customer(outcome: OrderConfirmed | OrderCancelled, delivery: Delivery) -> None:
         kind = "confirmed" if isinstance(outcome, OrderConfirmed) else "cancelled"
         await delivery.session.execute(

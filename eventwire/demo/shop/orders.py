@@ -23,7 +23,7 @@ from ... import App, Delivery, Publication
 from ..._ids import uuid7
 from ...inbox import Inbox
 from ...outbox import Outbox, OutboxRelay
-from .._fulfilment import FULFILMENT, ORDERS
+from .._fulfilment import ACK_WAIT, FULFILMENT, ORDERS
 from ..contracts.shop.orders.v1.orders_pb2 import LineItem, OrderCancelled, OrderConfirmed, OrderCreated
 from ._http import HttpApi
 from ._settings import open_database, setting
@@ -171,7 +171,14 @@ def orders_service(
         relays=relays,
     )
 
-    @app.handler(OrderConfirmed, OrderCancelled, stream=FULFILMENT, subject="fulfilment.order.>", concurrency=8)
+    @app.handler(
+        OrderConfirmed,
+        OrderCancelled,
+        stream=FULFILMENT,
+        subject="fulfilment.order.>",
+        concurrency=8,
+        ack_wait=ACK_WAIT,
+    )
     async def order_settled(outcome: OrderConfirmed | OrderCancelled, delivery: Delivery) -> None:
         if isinstance(outcome, OrderConfirmed):
             values = {"status": "confirmed", "payment_id": outcome.payment_id}

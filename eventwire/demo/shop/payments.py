@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from ... import App, Delivery, Publication
 from ...inbox import claim_event
 from ...outbox import Outbox, OutboxRelay
-from .._fulfilment import FULFILMENT, PAYMENTS, STEP_RETRY
+from .._fulfilment import ACK_WAIT, FULFILMENT, PAYMENTS, STEP_RETRY
 from ..contracts.shop.payments.v1.payments_pb2 import (
     PaymentCaptured,
     PaymentFailed,
@@ -71,7 +71,7 @@ def payments_service(
         concurrency=32,
         ordered_by="key",
         retry=STEP_RETRY,
-        ack_wait=30.0,
+        ack_wait=ACK_WAIT,
     )
     async def charge_or_refund(request: Any, delivery: Delivery) -> None:
         """A PaymentRequested or a RefundRequested."""
