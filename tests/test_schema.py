@@ -76,7 +76,7 @@ def test_lint_cli_exits_non_zero_on_errors_and_zero_on_the_demo_contracts(tmp_pa
     assert bad.returncode == 1
     assert "4 error(s), 1 warning(s)" in bad.stdout
     good = eventwire("lint", str(ROOT / "eventwire" / "demo" / "proto"))
-    summary = f"2 file(s) in {ROOT / 'eventwire' / 'demo' / 'proto'}: no errors, 0 warning(s)\n"
+    summary = f"3 file(s) in {ROOT / 'eventwire' / 'demo' / 'proto'}: no errors, 0 warning(s)\n"
     assert (good.returncode, good.stdout) == (0, summary)
 
 
