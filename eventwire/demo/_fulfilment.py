@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -60,13 +61,12 @@ def fulfilment_service(
     timers: TimerMode = "schedules",
     payment_timeout: float = 5.0,
     url: str | None = None,
-    relay_poll: float = 0.05,
 ) -> tuple[App, Saga[Fulfilment]]:
     """The fulfilment App and its saga; ``sessions`` opens its database (tables: ``eventwire db init``).
 
     Without ``sessions`` the App is only described (``eventwire asyncapi``, ``topology``, ``authz``).
     """
-    relays = [] if sessions is None else [OutboxRelay(_engine(sessions), poll_interval=relay_poll)]
+    relays = [] if sessions is None else [outbox_relay(sessions)]
     app = App("fulfilment", streams=[ORDERS, INVENTORY, PAYMENTS, FULFILMENT], url=url, relays=relays)
     # On the subjects the saga reads, but no step of it: acknowledged and skipped, not dead-lettered.
     app.registry.register(StockReleased)
@@ -113,7 +113,7 @@ def fulfilment_service(
             step.state.status = "confirmed"
             step.state.payment_id = event.payment_id
             await step.send(
-                OrderConfirmed(order_id=step.key, payment_id=event.payment_id, confirmed_at_ms=_now_ms()),
+                OrderConfirmed(order_id=step.key, payment_id=event.payment_id, confirmed_at_ms=unix_ms()),
                 subject="fulfilment.order.confirmed",
             )
             step.finish()
@@ -138,20 +138,22 @@ async def _cancel(step: SagaStep[Fulfilment], reason: str, *, release: bool) -> 
         await step.send(
             StockReleaseRequested(order_id=step.key, reason=reason), subject="fulfilment.stock.release-requested"
         )
-    cancelled = OrderCancelled(order_id=step.key, reason=reason, cancelled_at_ms=_now_ms())
+    cancelled = OrderCancelled(order_id=step.key, reason=reason, cancelled_at_ms=unix_ms())
     await step.send(cancelled, subject="fulfilment.order.cancelled")
     step.finish()
 
 
-def _now_ms() -> int:
-    return int(time.time() * 1000)
+def unix_ms(at: datetime | None = None) -> int:
+    """``at`` (default: now) in Unix milliseconds, as the shop's contracts carry time."""
+    return int((at.timestamp() if at is not None else time.time()) * 1000)
 
 
-def _engine(sessions: async_sessionmaker[AsyncSession]) -> Any:
+def outbox_relay(sessions: async_sessionmaker[AsyncSession]) -> OutboxRelay:
+    """The relay of a shop service's outbox, on the engine its sessions are bound to."""
     bind = sessions.kw.get("bind")
     if bind is None:
-        raise ValueError("fulfilment_service: sessions must be bound to an engine")
-    return bind
+        raise ValueError("a shop service's sessions must be bound to an engine")
+    return OutboxRelay(bind, poll_interval=0.05)
 
 
 def _described(sessions: async_sessionmaker[AsyncSession] | None) -> async_sessionmaker[AsyncSession]:

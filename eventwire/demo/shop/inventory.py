@@ -14,8 +14,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ... import App, Delivery, Publication
 from ...inbox import Inbox
-from ...outbox import Outbox, OutboxRelay
-from .._fulfilment import ACK_WAIT, FULFILMENT, INVENTORY, STEP_RETRY
+from ...outbox import Outbox
+from .._fulfilment import ACK_WAIT, FULFILMENT, INVENTORY, STEP_RETRY, outbox_relay, unix_ms
 from ..contracts.shop.inventory.v1.inventory_pb2 import (
     StockRejected,
     StockReleased,
@@ -56,7 +56,7 @@ async def stock_up(sessions: async_sessionmaker[AsyncSession], stock: dict[str, 
 
 def inventory_service(sessions: async_sessionmaker[AsyncSession] | None = None, *, url: str | None = None) -> App:
     outbox = Outbox(source="/services/inventory")
-    relays: list[Any] = [] if sessions is None else [OutboxRelay(sessions.kw["bind"], poll_interval=0.05)]
+    relays: list[Any] = [] if sessions is None else [outbox_relay(sessions)]
     app = App(
         "inventory",
         streams=[FULFILMENT, INVENTORY],
@@ -114,7 +114,7 @@ def inventory_service(sessions: async_sessionmaker[AsyncSession] | None = None, 
                 .where(reservations_table.c.order_id == order_id)
                 .values(status="released", updated_at=now)
             )
-            released = StockReleased(order_id=order_id, reservation_id=f"rsv-{order_id}", released_at_ms=_ms(now))
+            released = StockReleased(order_id=order_id, reservation_id=f"rsv-{order_id}", released_at_ms=unix_ms(now))
             await outbox.add(session, released, subject="inventory.released", key=order_id)
             return
         if held is not None:
@@ -140,14 +140,10 @@ def inventory_service(sessions: async_sessionmaker[AsyncSession] | None = None, 
             await session.execute(
                 update(stock_table).where(stock_table.c.sku == sku).values(available=stock_table.c.available - quantity)
             )
-        reserved = StockReserved(order_id=order_id, reservation_id=f"rsv-{order_id}", reserved_at_ms=_ms(now))
+        reserved = StockReserved(order_id=order_id, reservation_id=f"rsv-{order_id}", reserved_at_ms=unix_ms(now))
         await outbox.add(session, reserved, subject="inventory.reserved", key=order_id)
 
     return app
-
-
-def _ms(at: datetime) -> int:
-    return int(at.timestamp() * 1000)
 
 
 def _from_environment() -> App:

@@ -22,8 +22,8 @@ from starlette.routing import Route
 from ... import App, Delivery, Publication
 from ..._ids import uuid7
 from ...inbox import Inbox
-from ...outbox import Outbox, OutboxRelay
-from .._fulfilment import ACK_WAIT, FULFILMENT, ORDERS
+from ...outbox import Outbox
+from .._fulfilment import ACK_WAIT, FULFILMENT, ORDERS, outbox_relay, unix_ms
 from ..contracts.shop.orders.v1.orders_pb2 import LineItem, OrderCancelled, OrderConfirmed, OrderCreated
 from ._http import HttpApi
 from ._settings import open_database, setting
@@ -120,7 +120,7 @@ def orders_api(sessions: async_sessionmaker[AsyncSession], outbox: Outbox) -> St
                 customer_id=customer,
                 items=[LineItem(sku=sku, quantity=quantity) for sku, quantity in lines],
                 total_cents=total,
-                created_at_ms=int(now.timestamp() * 1000),
+                created_at_ms=unix_ms(now),
             )
             await outbox.add(session, created, subject="orders.created", key=order_id, msg_id=f"ord-{order_id}")
         return JSONResponse({"order_id": order_id, "status": "pending", "total_cents": total}, status_code=201)
@@ -161,7 +161,7 @@ def orders_service(
         outbox = Outbox(source="/services/orders")
         middleware.append(Inbox(sessions))
         api = HttpApi(orders_api(sessions, outbox), host=host, port=port)
-        relays += [OutboxRelay(sessions.kw["bind"], poll_interval=0.05), api]
+        relays += [outbox_relay(sessions), api]
     app = App(
         "orders",
         streams=[ORDERS, FULFILMENT],

@@ -18,8 +18,8 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from ... import App, Delivery, Publication
 from ...inbox import claim_event
-from ...outbox import Outbox, OutboxRelay
-from .._fulfilment import ACK_WAIT, FULFILMENT, PAYMENTS, STEP_RETRY
+from ...outbox import Outbox
+from .._fulfilment import ACK_WAIT, FULFILMENT, PAYMENTS, STEP_RETRY, outbox_relay, unix_ms
 from ..contracts.shop.payments.v1.payments_pb2 import (
     PaymentCaptured,
     PaymentFailed,
@@ -60,7 +60,7 @@ def payments_service(
             Publication(PaymentRefunded, "payments.refunded"),
         ],
         url=url,
-        relays=[] if sessions is None else [OutboxRelay(sessions.kw["bind"], poll_interval=0.05)],
+        relays=[] if sessions is None else [outbox_relay(sessions)],
     )
 
     @app.handler(
@@ -121,15 +121,11 @@ def payments_service(
                 await outbox.add(session, failed, subject="payments.failed", key=order_id)
                 return
             captured = PaymentCaptured(
-                order_id=order_id, payment_id=payment_id, amount_cents=request.amount_cents, captured_at_ms=_ms(now)
+                order_id=order_id, payment_id=payment_id, amount_cents=request.amount_cents, captured_at_ms=unix_ms(now)
             )
             await outbox.add(session, captured, subject="payments.captured", key=order_id)
 
     return app
-
-
-def _ms(at: datetime) -> int:
-    return int(at.timestamp() * 1000)
 
 
 def _from_environment() -> App:
