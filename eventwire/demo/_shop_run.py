@@ -160,7 +160,6 @@ async def run_shop_demo(
                     chaos_task.cancel()
                     await asyncio.gather(chaos_task, return_exceptions=True)
         summary.seconds = time.perf_counter() - started
-        await asyncio.sleep(0.5)  # the outboxes' last marks
         await _check(engines, summary)
     finally:
         for service in services.values():
@@ -226,7 +225,7 @@ async def _until_settled(
     *,
     deadline: float,
 ) -> None:
-    """Until no order is pending and no refund is owed, or the deadline."""
+    """Until no order is pending and nothing more is on its way (see _quiet), or the deadline."""
     while time.monotonic() < deadline:
         try:
             counts = (await http.get("/orders")).json()
@@ -235,9 +234,22 @@ async def _until_settled(
             continue
         settled = counts.get("confirmed", 0) + counts.get("cancelled", 0)
         on_progress(len(placed), settled)
-        if settled >= orders and not counts.get("pending") and not await _owed_compensations(engines):
+        if settled >= orders and not counts.get("pending") and await _quiet(engines, orders):
             return
         await asyncio.sleep(0.3)
+
+
+async def _quiet(engines: dict[str, Any], orders: int) -> bool:
+    """Every compensation done, every customer told, every outbox row sent: nothing more is on its way."""
+    if await _owed_compensations(engines):
+        return False
+    told = (await _rows(engines["notifications"], select(func.count()).select_from(notifications_table)))[0][0]
+    return told >= orders and await _unsent(engines) == 0
+
+
+async def _unsent(engines: dict[str, Any]) -> int:
+    query = select(func.count()).select_from(outbox_table).where(outbox_table.c.sent_at.is_(None))
+    return sum([(await _rows(engine, query))[0][0] for engine in engines.values()])
 
 
 async def _owed_compensations(engines: dict[str, Any]) -> int:
@@ -331,9 +343,6 @@ async def _check(engines: dict[str, Any], summary: ShopSummary) -> None:
             select(func.count()).select_from(saga_table).where(saga_table.c.finished_at.is_(None)),
         )
     )[0][0]
-    unsent = 0
-    for engine in engines.values():
-        query = select(func.count()).select_from(outbox_table).where(outbox_table.c.sent_at.is_(None))
-        unsent += (await _rows(engine, query))[0][0]
+    unsent = await _unsent(engines)
     check.append(("nothing left pending", unfinished == 0 and unsent == 0 and not status["pending"],
                   f"{unfinished} sagas unfinished, {unsent} outbox rows unsent"))  # fmt: skip
