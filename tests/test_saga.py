@@ -13,10 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from nats.aio.client import ServerVersion
 from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 
-from eventwire import App, ConnectOptions, Delivery, Outcome
+from eventwire import App, ConnectOptions, Delivery, EventwireError, Outcome
 from eventwire._delivery import Middleware, Next
 from eventwire.demo._fulfilment import FULFILMENT, INVENTORY, ORDERS, PAYMENTS, Fulfilment, fulfilment_service
 from eventwire.demo.contracts.shop.inventory.v1.inventory_pb2 import (
@@ -37,6 +38,7 @@ from eventwire.outbox import create_tables as create_outbox_tables
 from eventwire.saga import Saga, SagaTimerFired, saga_table
 from eventwire.saga import create_tables as create_saga_tables
 from eventwire.server import EmbeddedServer
+from eventwire.testing import VirtualTimeLoop
 from eventwire.transport import JetStreamTransport, Transport
 from eventwire.transport.memory import MemoryBroker, MemoryTransport
 
@@ -188,26 +190,7 @@ def _outcome_types() -> tuple[type[Any], ...]:
     return OrderConfirmed, OrderCancelled
 
 
-@pytest.fixture(params=["memory", "jetstream-schedules", "jetstream-table"])
-def setup(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[Callable[[], Any], str]:
-    if request.param == "memory":
-        broker = MemoryBroker()
-
-        async def memory() -> Transport:
-            return MemoryTransport(broker)
-
-        return memory, "table"
-    server: EmbeddedServer = request.getfixturevalue("fresh_server")
-
-    async def jetstream() -> Transport:
-        return await JetStreamTransport.connect(ConnectOptions.from_url(server.url))
-
-    return jetstream, request.param.removeprefix("jetstream-")
-
-
-@pytest.mark.timeout(120)
-async def test_happy_path_confirms_with_one_capture(setup: tuple[Callable[[], Any], str], tmp_path: Path) -> None:
-    connect, timers = setup
+async def happy_path_confirms_with_one_capture(connect: Callable[[], Any], timers: str, tmp_path: Path) -> None:
     async with shop(connect, tmp_path, timers=timers) as s:
         await s.place("o-1")
         assert await s.outcome("o-1") == "OrderConfirmed"
@@ -227,11 +210,9 @@ async def test_happy_path_confirms_with_one_capture(setup: tuple[Callable[[], An
     assert (pruned, left) == (1, [])
 
 
-@pytest.mark.timeout(120)
-async def test_payment_failure_releases_the_stock_and_cancels(
-    setup: tuple[Callable[[], Any], str], tmp_path: Path
+async def payment_failure_releases_the_stock_and_cancels(
+    connect: Callable[[], Any], timers: str, tmp_path: Path
 ) -> None:
-    connect, timers = setup
     async with shop(connect, tmp_path, timers=timers) as s:
         s.gateway.payment["o-2"] = "fail"
         s.gateway.stock["o-3"] = False
@@ -246,11 +227,9 @@ async def test_payment_failure_releases_the_stock_and_cancels(
     assert ("StockReleaseRequested", "o-3") not in s.gateway.requests  # nothing was reserved
 
 
-@pytest.mark.timeout(120)
-async def test_no_payment_answer_times_out_releases_and_cancels(
-    setup: tuple[Callable[[], Any], str], tmp_path: Path
+async def no_payment_answer_times_out_releases_and_cancels(
+    connect: Callable[[], Any], timers: str, tmp_path: Path
 ) -> None:
-    connect, timers = setup
     async with shop(connect, tmp_path, timers=timers) as s:
         s.gateway.payment["o-4"] = "silent"
         loop = asyncio.get_running_loop()
@@ -262,15 +241,16 @@ async def test_no_payment_answer_times_out_releases_and_cancels(
         state = await s.state("o-4")
     print(f"\ntimed out {took:.2f}s after the order (payment timeout {PAYMENT_TIMEOUT}s)")
     assert state["reason"] == "no answer from payments in time"
-    assert PAYMENT_TIMEOUT <= took < PAYMENT_TIMEOUT + 5.0
+    if isinstance(loop, VirtualTimeLoop):  # exact: the due time plus at most one poll of the timer table
+        assert PAYMENT_TIMEOUT <= took <= PAYMENT_TIMEOUT + s.saga.poll_interval + 0.1
+    else:
+        assert PAYMENT_TIMEOUT <= took < PAYMENT_TIMEOUT + 5.0
 
 
-@pytest.mark.timeout(120)
-async def test_a_late_timer_and_a_late_capture_after_the_saga_finished(
-    setup: tuple[Callable[[], Any], str], tmp_path: Path
+async def a_late_timer_and_a_late_capture_after_the_saga_finished(
+    connect: Callable[[], Any], timers: str, tmp_path: Path
 ) -> None:
     """A timer firing after the saga moved on changes nothing; a capture after the timeout is refunded."""
-    connect, timers = setup
     async with shop(connect, tmp_path, timers=timers) as s:
         await s.place("o-5")
         assert await s.outcome("o-5") == "OrderConfirmed"
@@ -297,10 +277,11 @@ async def _fire_late(s: Shop, order_id: str, timer_id: str) -> None:
 
         from eventwire.saga import saga_timers_table
 
+        now = datetime.fromtimestamp(s.saga.clock(), UTC)
         async with s.engine.begin() as conn:
             await conn.execute(
                 saga_timers_table.insert().values(
-                    saga="fulfilment", saga_key=order_id, timer="payment", timer_id=timer_id, due_at=datetime.now(UTC)
+                    saga="fulfilment", saga_key=order_id, timer="payment", timer_id=timer_id, due_at=now
                 )
             )
         s.saga._wake.set()
@@ -311,9 +292,7 @@ async def _fire_late(s: Shop, order_id: str, timer_id: str) -> None:
     )
 
 
-@pytest.mark.timeout(120)
-async def test_a_redelivered_event_repeats_no_step(setup: tuple[Callable[[], Any], str], tmp_path: Path) -> None:
-    connect, timers = setup
+async def a_redelivered_event_repeats_no_step(connect: Callable[[], Any], timers: str, tmp_path: Path) -> None:
     async with shop(connect, tmp_path, timers=timers, payment_timeout=60.0) as s:
         s.gateway.payment["o-7"] = "silent"
         await s.place("o-7")
@@ -334,9 +313,8 @@ async def test_a_redelivered_event_repeats_no_step(setup: tuple[Callable[[], Any
     assert second["version"] == first["version"] + 1
 
 
-@pytest.mark.timeout(120)
-async def test_a_crash_between_the_steps_commit_and_its_ack_loses_and_doubles_nothing(
-    setup: tuple[Callable[[], Any], str], tmp_path: Path
+async def a_crash_between_the_steps_commit_and_its_ack_loses_and_doubles_nothing(
+    connect: Callable[[], Any], timers: str, tmp_path: Path
 ) -> None:
     crashed: list[str] = []
 
@@ -350,7 +328,6 @@ async def test_a_crash_between_the_steps_commit_and_its_ack_loses_and_doubles_no
 
         return step
 
-    connect, timers = setup
     async with shop(connect, tmp_path, timers=timers, middleware=crash_after_commit) as s:
         await s.place("o-8")
         assert await s.outcome("o-8") == "OrderConfirmed"
@@ -360,3 +337,57 @@ async def test_a_crash_between_the_steps_commit_and_its_ack_loses_and_doubles_no
     assert s.gateway.requests[("PaymentRequested", "o-8")] == 1
     assert s.outcomes == {("OrderConfirmed", "o-8"): 1}
     assert state["version"] == 3  # created, stock answered, payment answered: each step once
+
+
+CASES = [
+    happy_path_confirms_with_one_capture,
+    payment_failure_releases_the_stock_and_cancels,
+    no_payment_answer_times_out_releases_and_cancels,
+    a_late_timer_and_a_late_capture_after_the_saga_finished,
+    a_redelivered_event_repeats_no_step,
+    a_crash_between_the_steps_commit_and_its_ack_loses_and_doubles_nothing,
+]
+
+
+# On the memory broker the cases run on virtual time: a timeout costs no real second.
+@pytest.mark.virtual_time
+@pytest.mark.parametrize("timers", ["schedules", "table"])
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.__name__)
+async def test_on_the_memory_broker(case: Callable[..., Any], timers: str, tmp_path: Path) -> None:
+    broker = MemoryBroker()
+
+    async def connect() -> Transport:
+        return MemoryTransport(broker)
+
+    await case(connect, timers, tmp_path)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("timers", ["schedules", "table"])
+@pytest.mark.parametrize("case", CASES, ids=lambda case: case.__name__)
+async def test_on_nats_server(
+    case: Callable[..., Any], timers: str, fresh_server: EmbeddedServer, tmp_path: Path
+) -> None:
+    async def connect() -> Transport:
+        return await JetStreamTransport.connect(ConnectOptions.from_url(fresh_server.url))
+
+    await case(connect, timers, tmp_path)
+
+
+async def test_a_saga_on_schedules_refuses_to_start_on_a_server_before_2_12(
+    fresh_server: EmbeddedServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    engine = await _database(tmp_path)
+    app, _ = fulfilment_service(async_sessionmaker(engine), timers="schedules")
+    transport = await JetStreamTransport.connect(ConnectOptions.from_url(fresh_server.url))
+    monkeypatch.setattr(type(transport.nc), "connected_server_version", property(lambda _: ServerVersion("2.11.15")))
+    try:
+        with pytest.raises(EventwireError) as refused:
+            await app.start(transport=transport)
+    finally:
+        await app.stop()
+        await engine.dispose()
+    assert str(refused.value) == (
+        "stream 'SAGA_FULFILMENT_FULFILMENT': allow_msg_schedules: needs nats-server 2.12.0 or later; "
+        "this one is 2.11.15"
+    )

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from pathlib import Path
 
 import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
 
 from eventwire import App, Backoff, Delivery, Publisher, RetryPolicy, Stream
 from eventwire.testing import MemoryBroker, MemoryTransport, VirtualTimeLoop, running
@@ -36,6 +39,30 @@ async def test_virtual_time_skips_the_waiting() -> None:
     await asyncio.sleep(3600)
     assert loop.time() - started >= 3600 - 1e-6
     assert time.monotonic() - wall < 5
+
+
+@pytest.mark.virtual_time
+async def test_the_clock_stands_still_while_a_thread_or_a_database_works(tmp_path: Path) -> None:
+    """A timer set before thread work must not fire before that work's answer: time waits for the thread."""
+    loop = asyncio.get_running_loop()
+    engine = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'clock.db'}")
+    finished: list[str] = []
+
+    async def timer() -> None:
+        await asyncio.sleep(1.0)
+        finished.append("timer")
+
+    async def work() -> None:
+        await asyncio.to_thread(time.sleep, 0.2)
+        async with engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+        finished.append("work")
+
+    started = loop.time()
+    await asyncio.gather(timer(), work())
+    await engine.dispose()
+    assert finished == ["work", "timer"]
+    assert loop.time() - started == pytest.approx(1.0)
 
 
 @pytest.mark.virtual_time

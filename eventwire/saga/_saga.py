@@ -9,7 +9,7 @@ Timers are JetStream message schedules (nats-server 2.12 or later, ``timers="sch
 writes a schedule message to the outbox, on a subject of its own (``<prefix>.schedule.<key>.<timer>``);
 cancelling writes a roll-up of that subject, which removes the schedule. A schedule that comes due
 publishes the timer to ``<prefix>.fired.<key>.<timer>``, where the saga handles it as any event. With
-``timers="table"`` (older servers, the memory transport) the saga's database keeps the timers and the
+``timers="table"`` (servers before 2.12) the saga's database keeps the timers and the
 saga polls them. Either way a timer can fire late or after it was cancelled (a schedule that came due
 while a cancel was on its way, one that comes due after an outage): each armed timer has an id in the
 saga's state, and a firing whose id is not armed any more is ignored.
@@ -22,7 +22,6 @@ import contextlib
 import dataclasses
 import json
 import logging
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Generic, Literal, TypeVar
@@ -35,6 +34,7 @@ from .._errors import ConfigError, EventwireError
 from .._ids import uuid7
 from .._retry import RetryPolicy
 from .._streams import Stream, check_name, key_token
+from .._wall_clock import wall_time
 from ..inbox import claim_event
 from ..outbox import Outbox
 from ..transport import Transport
@@ -166,7 +166,7 @@ class Saga(Generic[S]):
         retention: float = 7 * 24 * 3600.0,
         poll_interval: float = 1.0,
         ack_wait: float = 30.0,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = wall_time,
     ) -> None:
         check_name("saga", name)
         if not dataclasses.is_dataclass(state) or not isinstance(state, type):
@@ -355,7 +355,7 @@ class Saga(Generic[S]):
                 "finished_at": row.finished_at}  # fmt: skip
 
     async def _save(self, session: AsyncSession, step: SagaStep[S], loaded: dict[str, Any] | None) -> None:
-        now = datetime.now(UTC)
+        now = self._now()
         finished_at = loaded["finished_at"] if loaded is not None else None
         values = {
             "state": json.dumps(dataclasses.asdict(step.state)),  # type: ignore[call-overload]
@@ -455,9 +455,9 @@ class Saga(Generic[S]):
         while True:
             try:
                 fired = await self.fire_due() if self.timer_mode == "table" else 0
-                if time.monotonic() - last_prune > min(3600.0, self.retention / 10):
+                if asyncio.get_running_loop().time() - last_prune > min(3600.0, self.retention / 10):
                     await self.prune()
-                    last_prune = time.monotonic()
+                    last_prune = asyncio.get_running_loop().time()
                 failing = False
             except Exception as exc:  # the database is down: said once, tried again
                 if not failing:
@@ -475,7 +475,7 @@ class Saga(Generic[S]):
     async def fire_due(self, limit: int = 100) -> int:
         """Run the steps of the table's timers that are due, each in its own transaction; return how many ran."""
         table = saga_timers_table
-        now = datetime.fromtimestamp(self.clock(), UTC)
+        now = self._now()
         async with self.sessions() as session:
             due = (
                 await session.execute(
@@ -500,9 +500,12 @@ class Saga(Generic[S]):
                 ran += await self._fire(session, key, timer, timer_id, f"timer-{timer_id}")
         return ran
 
+    def _now(self) -> datetime:
+        return datetime.fromtimestamp(self.clock(), UTC)
+
     async def prune(self) -> int:
         """Delete sagas finished more than ``retention`` ago (and their timers); return how many."""
-        cutoff = datetime.now(UTC) - timedelta(seconds=self.retention)
+        cutoff = self._now() - timedelta(seconds=self.retention)
         async with self.sessions() as session, session.begin():
             finished = select(saga_table.c.saga_key).where(
                 saga_table.c.saga == self.name, saga_table.c.finished_at < cutoff

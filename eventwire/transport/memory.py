@@ -6,7 +6,10 @@ instances of one durable split them), explicit ack, nak with delay, term,
 in-progress, redelivery after ack_wait, max_deliver, max_ack_pending, the
 dedup window and expected-sequence checks, partitioned streams (the partition
 token computed as nats-server computes it) and pinned durables (the first puller
-holds the pin until it has stopped pulling for the pinned TTL, or is unpinned).
+holds the pin until it has stopped pulling for the pinned TTL, or is unpinned);
+on a stream declared ``allow_msg_schedules``, also roll-ups (``Nats-Rollup``),
+per-message TTLs (``Nats-TTL``) and one-shot message schedules (``Nats-Schedule:
+@at <time>``, fired to ``Nats-Schedule-Target`` as nats-server 2.12 fires them).
 Each :class:`MemoryTransport` is one connection to it. Delivery is always
 asynchronous, as over a network: ``publish`` never runs a handler.
 
@@ -18,12 +21,15 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import re
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from .._errors import EventwireError, PublishError, StreamConfigError, WrongLastSequence
 from .._streams import Durable, Stream, partition_of, subject_matches, subjects_overlap
+from .._wall_clock import wall_time
 from ._protocol import (
     BatchMessage,
     DurableState,
@@ -35,6 +41,40 @@ from ._protocol import (
 )
 
 DEFAULT_MAX_PAYLOAD = 1024 * 1024
+_GO_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)(h|ms|m|s)")
+_SECONDS_PER = {"h": 3600.0, "m": 60.0, "s": 1.0, "ms": 0.001}
+
+
+def _message_ttl(value: str) -> float | None:
+    """Seconds of a ``Nats-TTL`` (a Go duration, or whole seconds; ``never``: None), as nats-server reads it."""
+    if value.lower() == "never":
+        return None
+    parts = _GO_DURATION_PART.findall(value)
+    if value.isdigit():
+        seconds = float(value)
+        if seconds == 0:
+            return None
+    elif parts and "".join(number + unit for number, unit in parts) == value:
+        seconds = sum(float(number) * _SECONDS_PER[unit] for number, unit in parts)
+    else:
+        seconds = 0.0
+    if seconds < 1:
+        raise refusal_error(400, 10165, "invalid per-message TTL")
+    return seconds
+
+
+def _schedule_due(value: str) -> float:
+    """The Unix time of a one-shot ``@at <RFC 3339>`` schedule."""
+    pattern, _, at = value.partition(" ")
+    invalid = refusal_error(
+        400, 10189, "message schedules pattern is invalid (the memory transport schedules '@at <time>' only)"
+    )
+    if pattern != "@at":
+        raise invalid
+    try:
+        return datetime.fromisoformat(at.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        raise invalid from None
 
 
 @dataclass(slots=True)
@@ -66,6 +106,10 @@ class _MemoryStream:
         stored = self.messages.pop(sequence, None)
         if stored is not None:
             self.bytes -= stored.size
+
+    def purge_subject(self, subject: str, keep: int | None = None) -> None:
+        for sequence in [q for q, stored in self.messages.items() if stored.subject == subject and q != keep]:
+            self.delete(sequence)
 
     def expire(self, now: float) -> None:
         window = self.config.duplicate_window
@@ -354,9 +398,11 @@ class _MemoryDurable:
 class MemoryBroker:
     """The in-memory "server" shared by the :class:`MemoryTransport` connections of a test."""
 
-    def __init__(self, *, max_payload: int = DEFAULT_MAX_PAYLOAD) -> None:
+    def __init__(self, *, max_payload: int = DEFAULT_MAX_PAYLOAD, wall_clock: Callable[[], float] = wall_time) -> None:
         self.max_payload = max_payload
         self.streams: dict[str, _MemoryStream] = {}
+        # What "@at <time>" is measured against; the delay until then runs on the loop's clock.
+        self.wall_clock = wall_clock
 
     def stream_for(self, subject: str) -> _MemoryStream | None:
         for stream in self.streams.values():
@@ -418,6 +464,7 @@ class MemoryBroker:
         expected_subject = headers.get("Nats-Expected-Last-Subject-Sequence")
         if expected_subject is not None and int(expected_subject) != stream.last_by_subject.get(subject, 0):
             raise WrongLastSequence(f"wrong last sequence: {stream.last_by_subject.get(subject, 0)}")
+        ttl, rollup, due = self._check_schedule_headers(stream, subject, headers)
         stream.last_sequence += 1
         sequence = stream.last_sequence
         stored = _Stored(sequence, subject, payload, dict(headers), now)
@@ -432,10 +479,66 @@ class MemoryBroker:
         stream.last_by_subject[subject] = sequence
         if msg_id is not None:
             stream.dedup[msg_id] = (sequence, now)
+        if rollup == "sub":
+            stream.purge_subject(subject, keep=sequence)
+        elif rollup == "all":
+            for older in [q for q in stream.messages if q != sequence]:
+                stream.delete(older)
+        scheduler = headers.get("Nats-Scheduler")
+        if scheduler is not None and headers.get("Nats-Schedule-Next") == "purge":
+            stream.purge_subject(scheduler)  # a one-shot schedule is gone once it fired
+        if ttl is not None:
+            asyncio.get_running_loop().call_later(ttl, stream.delete, sequence)
+        if due is not None:
+            loop = asyncio.get_running_loop()
+            loop.call_later(max(0.0, due - self.wall_clock()), self._fire_schedule, stream, sequence)
         stream.enforce_limits()
         for durable in stream.durables.values():
             durable.schedule()
         return PublishAck(config.name, sequence)
+
+    @staticmethod
+    def _check_schedule_headers(
+        stream: _MemoryStream, subject: str, headers: Mapping[str, str]
+    ) -> tuple[float | None, str | None, float | None]:
+        """A message's TTL, roll-up and schedule due time, refused as nats-server refuses them."""
+        config = stream.config
+        ttl = rollup = due = None
+        if "Nats-TTL" in headers:
+            if not config.allow_msg_schedules:
+                raise refusal_error(400, 10166, "per-message TTL is disabled")
+            ttl = _message_ttl(headers["Nats-TTL"])
+        if "Nats-Rollup" in headers:
+            rollup = headers["Nats-Rollup"]
+            if not config.allow_msg_schedules:
+                raise refusal_error(500, 10111, "rollup not permitted")
+            if rollup not in ("sub", "all"):
+                raise refusal_error(500, 10111, f"rollup value invalid: {rollup}")
+        if "Nats-Schedule" in headers:
+            if not config.allow_msg_schedules:
+                raise refusal_error(400, 10188, "message schedules is disabled")
+            due = _schedule_due(headers["Nats-Schedule"])
+            target = headers.get("Nats-Schedule-Target", "")
+            in_stream = any(subject_matches(pattern, target) for pattern in config.wire_subjects)
+            if not target or target == subject or "*" in target or ">" in target or not in_stream:
+                raise refusal_error(400, 10190, "message schedules target is invalid")
+        return ttl, rollup, due
+
+    def _fire_schedule(self, stream: _MemoryStream, sequence: int) -> None:
+        schedule = stream.messages.get(sequence)
+        if schedule is None or self.streams.get(stream.config.name) is not stream:
+            return  # rolled up (cancelled), expired or purged before it came due
+        # As nats-server: the schedule's own headers stripped, the target's copy names its scheduler.
+        headers = {
+            name: value
+            for name, value in schedule.headers.items()
+            if not name.startswith(("Nats-Schedule", "Nats-Expected-"))
+            and name not in ("Nats-Scheduler", "Nats-Msg-Id", "Nats-TTL", "Nats-Rollup")
+        }
+        headers["Nats-Scheduler"] = schedule.subject
+        headers["Nats-Schedule-Next"] = "purge"
+        target = schedule.headers["Nats-Schedule-Target"]
+        self.publish(target, schedule.data, headers, asyncio.get_running_loop().time())
 
     def publish_atomic(self, messages: list[BatchMessage], now: float) -> PublishAck:
         """All or none, checked as JetStream checks an atomic batch at its commit."""
@@ -517,7 +620,7 @@ class MemoryTransport:
 
     @property
     def message_schedules(self) -> bool:
-        return False
+        return True
 
     @property
     def connected(self) -> bool:
@@ -549,10 +652,6 @@ class MemoryTransport:
         self._pulls.clear()
 
     async def ensure_stream(self, stream: Stream) -> None:
-        if stream.allow_msg_schedules:
-            raise StreamConfigError(
-                stream.name, "allow_msg_schedules", "the memory transport does not schedule messages"
-            )
         self.broker.ensure_stream(stream)
 
     async def ensure_durable(self, durable: Durable) -> None:

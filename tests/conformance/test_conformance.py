@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import math
 import time
 from collections import defaultdict
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -32,11 +34,12 @@ from eventwire import (
 )
 from eventwire._delivery import OrderingMode, UnknownTypePolicy
 from eventwire._streams import Durable, key_token, partition_of
+from eventwire._wall_clock import wall_time
 from eventwire.server import EmbeddedServer
 from eventwire.testing import VirtualTimeLoop, running
 from eventwire.transport import ConnectOptions, InboundMessage, JetStreamTransport, MessageSource, Transport
 
-from ..conftest import unique
+from ..conftest import eventually, unique
 from ..events import OrderCreated, StockReserved
 from .conftest import Backend
 
@@ -797,3 +800,85 @@ async def test_a_partitioned_stream_appends_the_partition_of_each_key(backend: B
     assert [m.subject for m in inbox.messages] == [
         f"{name}.created.{key_token(k)}.{partition_of(key_token(k), 4)}" for k in keys
     ]
+
+
+def at(unix: float) -> str:
+    """A one-shot message schedule: ``@at`` and the RFC 3339 UTC time (to the second)."""
+    return "@at " + datetime.fromtimestamp(unix, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+async def schedule_setup(backend: Backend) -> tuple[Transport, str, Inbox]:
+    stream = backend.stream(allow_msg_schedules=True)
+    transport = await backend.connect()
+    await transport.ensure_stream(stream)
+    durable = Durable("fired", stream.name, f"{stream.name}.fired.>")
+    await transport.ensure_durable(durable)
+    inbox, _ = await raw_pull(transport, stream.name, durable)
+    return transport, stream.name, inbox
+
+
+async def test_a_message_schedule_fires_once_at_its_time_to_its_target_and_is_then_gone(backend: Backend) -> None:
+    transport, name, inbox = await schedule_setup(backend)
+    due = float(math.floor(wall_time()) + 2)  # a whole second: "@at" says it exactly
+    headers = {**CE, "ce-id": "s-1", "Nats-Schedule": at(due), "Nats-Schedule-Target": f"{name}.fired.a"}
+    await transport.publish(f"{name}.schedule.a", b"the payload", {**headers, "Nats-Msg-Id": "s-1"}, timeout=5)
+    # Already due: it fires at once (as after an outage).
+    late = {**headers, "ce-id": "s-2", "Nats-Schedule": at(wall_time() - 60), "Nats-Schedule-Target": f"{name}.fired.b"}
+    published = wall_time()
+    await transport.publish(f"{name}.schedule.b", b"overdue", late, timeout=5)
+
+    await inbox.wait_for(1)
+    overdue_after = wall_time() - published
+    await inbox.wait_for(2)
+    fired_at = wall_time()
+    await asyncio.sleep(1.5)
+
+    assert [(m.subject, m.data) for m in inbox.messages] == [
+        (f"{name}.fired.b", b"overdue"),
+        (f"{name}.fired.a", b"the payload"),
+    ]
+    fired = dict(inbox.messages[1].headers or {})
+    assert fired["Nats-Scheduler"] == f"{name}.schedule.a"
+    assert fired["ce-id"] == "s-1"
+    assert not {"Nats-Schedule", "Nats-Schedule-Target", "Nats-Msg-Id"} & set(fired)
+    assert overdue_after < 1.0
+    assert fired_at >= due - backend.timing_tolerance
+    print(f"\n[{backend.name}] fired {fired_at - due:.3f}s after its time, the overdue one {overdue_after:.3f}s after")
+    assert await backend.stream_messages(name) == 2  # each schedule purged once it fired
+
+
+async def test_rolling_up_a_schedules_subject_cancels_it_and_the_marker_expires(backend: Backend) -> None:
+    transport, name, inbox = await schedule_setup(backend)
+    schedule = {**CE, "Nats-Schedule": at(wall_time() + 1.0), "Nats-Schedule-Target": f"{name}.fired.a"}
+    await transport.publish(f"{name}.schedule.a", b"never", schedule, timeout=5)
+    await transport.publish(f"{name}.schedule.a", b"", {"Nats-Rollup": "sub", "Nats-TTL": "1s"}, timeout=5)
+
+    assert await backend.stream_messages(name) == 1  # the marker alone
+    await asyncio.sleep(2.5)
+    assert inbox.messages == []
+
+    async def marker_expired() -> bool:
+        return await backend.stream_messages(name) == 0
+
+    await eventually(marker_expired, timeout=10, interval=0.2)
+
+
+async def test_schedules_ttls_and_rollups_are_refused_where_the_stream_does_not_allow_them(backend: Backend) -> None:
+    plain, scheduling = backend.stream(), backend.stream(allow_msg_schedules=True)
+    transport = await backend.connect()
+    await transport.ensure_stream(plain)
+    await transport.ensure_stream(scheduling)
+    due = at(wall_time() + 60)
+    refused = {
+        (plain.name, "10188"): {"Nats-Schedule": due, "Nats-Schedule-Target": f"{plain.name}.fired"},
+        (plain.name, "10166"): {"Nats-TTL": "60s"},
+        (scheduling.name, "10190"): {"Nats-Schedule": due, "Nats-Schedule-Target": "elsewhere.fired"},
+        (scheduling.name, "10165"): {"Nats-TTL": "soon"},
+    }
+    for (stream, code), headers in refused.items():
+        with pytest.raises(PublishError, match=code):
+            await transport.publish(f"{stream}.schedule", b"", {**CE, **headers}, timeout=5)
+    with pytest.raises(PublishError, match="rollup"):
+        await transport.publish(f"{plain.name}.a", b"", {**CE, "Nats-Rollup": "sub"}, timeout=5)
+    assert await backend.stream_messages(plain.name) == 0
+    assert await backend.stream_messages(scheduling.name) == 0
