@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
@@ -11,13 +12,33 @@ from pathlib import Path
 import nats
 import pytest
 from nats.aio.client import Client as NatsClient
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from eventwire._connect_options import redact_url
 from eventwire.server import EmbeddedServer
 from eventwire.transport import ConnectOptions, JetStreamTransport
 
 from .secured import Secured
 
 pytest_plugins = ["pytester"]
+
+POSTGRES = os.environ.get("EVENTWIRE_TEST_POSTGRES", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
+
+
+async def postgres_engine(**options: object) -> AsyncEngine:
+    """An engine on the test PostgreSQL; the test is skipped without one, and fails without one in CI."""
+    engine = create_async_engine(POSTGRES, **options)
+    try:
+        async with engine.connect():
+            pass
+    except (OSError, DBAPIError) as exc:  # not running, no such database, login refused
+        await engine.dispose()
+        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL at {redact_url(POSTGRES)} is required in CI: {reason}")
+        pytest.skip(f"no PostgreSQL at {redact_url(POSTGRES)} (set EVENTWIRE_TEST_POSTGRES): {reason}")
+    return engine
 
 
 @pytest.fixture(autouse=True)

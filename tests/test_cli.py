@@ -10,10 +10,14 @@ from pathlib import Path
 
 import nats
 import pytest
+from sqlalchemy import text
 from typer.testing import CliRunner
 
+from eventwire._connect_options import redact_url
 from eventwire.cli import cli
 from eventwire.server import EmbeddedServer
+
+from .conftest import POSTGRES, postgres_engine
 
 ROOT = Path(__file__).parent.parent
 
@@ -80,6 +84,36 @@ async def test_demo_with_url_leaves_its_streams_on_that_server(fresh_server: Emb
         await nc.close()
     databases = {p.name for p in await asyncio.to_thread(lambda: list(tmp_path.glob("*.db")))}
     assert databases >= {f"{s}.db" for s in ("orders", "inventory", "payments")}
+
+
+async def test_demo_on_postgresql_keeps_each_services_tables_in_its_own_schema(tmp_path: Path) -> None:
+    engine = await postgres_engine()
+    result = await asyncio.to_thread(
+        eventwire, "demo", "--orders", "40", "--database", POSTGRES, "--data", str(tmp_path),
+        env={"EVENTWIRE_URL": "", "COLUMNS": "200"}, timeout=200,
+    )  # fmt: skip
+    try:
+        async with engine.connect() as conn:
+            placed = (await conn.execute(text("SELECT count(*) FROM shop_orders.shop_orders"))).scalar_one()
+            told = (await conn.execute(text("SELECT count(*) FROM shop_notifications.shop_notifications"))).scalar_one()
+            sagas = (await conn.execute(text("SELECT count(*) FROM shop_fulfilment.eventwire_saga"))).scalar_one()
+    finally:
+        await engine.dispose()
+    print(result.stdout)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"eventwire demo on embedded, PostgreSQL {redact_url(POSTGRES)}" in result.stdout
+    _assert_invariants_held(result.stdout)
+    assert (placed, told, sagas) == (40, 40, 40)
+    assert not await asyncio.to_thread(lambda: list(tmp_path.glob("*.db")))
+
+
+def test_demo_refuses_a_database_that_is_not_postgresql() -> None:
+    result = eventwire("demo", "--database", "mysql://root:hunter2@db/shop", env={"EVENTWIRE_URL": ""}, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines() == [
+        "error: --database mysql://***@db/shop: give a PostgreSQL URL (postgresql+asyncpg://user@host/db)"
+    ]
+    assert "hunter2" not in result.stdout + result.stderr
 
 
 def test_run_refuses_a_target_that_is_not_an_app() -> None:

@@ -14,8 +14,9 @@ from eventwire.inbox import metadata as inbox_metadata
 from eventwire.outbox import metadata as outbox_metadata
 from eventwire.saga import metadata as saga_metadata
 
+from .conftest import POSTGRES
 from .test_cli import eventwire
-from .test_outbox import POSTGRES, _engine
+from .test_outbox import _engine
 
 
 def one_line_error(result: subprocess.CompletedProcess[str]) -> str:

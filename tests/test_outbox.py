@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 from collections import defaultdict
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -14,11 +13,9 @@ from typing import Any
 import nats
 import pytest
 from sqlalchemy import Column, Integer, MetaData, String, Table, event, func, insert, select, update
-from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 
 from eventwire import App, ConfigError, Delivery, Next, Outcome, Stream
-from eventwire._connect_options import redact_url
 from eventwire._streams import partition_of
 from eventwire.inbox import Inbox
 from eventwire.inbox import create_tables as create_inbox_tables
@@ -28,10 +25,8 @@ from eventwire.server import EmbeddedServer
 from eventwire.testing import running
 from eventwire.transport import ConnectOptions, JetStreamTransport
 
-from .conftest import unique
+from .conftest import postgres_engine, unique
 from .events import OrderCreated
-
-POSTGRES = os.environ.get("EVENTWIRE_TEST_POSTGRES", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 
 business = MetaData()
 orders = Table("test_orders", business, Column("id", String(50), primary_key=True), Column("total", Integer))
@@ -66,16 +61,7 @@ async def _engine(kind: str, tmp_path: Path) -> AsyncEngine:
         created = create_async_engine(f"sqlite+aiosqlite:///{tmp_path / 'service.db'}")
         event.listen(created.sync_engine, "connect", _sqlite_for_services)
     else:
-        created = create_async_engine(POSTGRES, pool_size=20)
-        try:
-            async with created.connect():
-                pass
-        except (OSError, DBAPIError) as exc:  # not running, no such database, login refused
-            await created.dispose()
-            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0]}"
-            if os.environ.get("CI"):
-                pytest.fail(f"PostgreSQL at {redact_url(POSTGRES)} is required in CI: {reason}")
-            pytest.skip(f"no PostgreSQL at {redact_url(POSTGRES)} (set EVENTWIRE_TEST_POSTGRES): {reason}")
+        created = await postgres_engine(pool_size=20)
     async with created.begin() as conn:
         for schema in (metadata, inbox_metadata, business):
             await conn.run_sync(schema.drop_all)

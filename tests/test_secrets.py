@@ -18,9 +18,8 @@ from pathlib import Path
 import pytest
 from sqlalchemy.engine import make_url
 
-from .conftest import eventually
+from .conftest import POSTGRES, eventually
 from .secured import PASSWORD, TOKEN, Secured, seed_of
-from .test_outbox import POSTGRES
 
 ROOT = Path(__file__).parent.parent
 DB_PASSWORD = "db-Rt73nQx"

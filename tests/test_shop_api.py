@@ -4,6 +4,11 @@ following the saga's outcome."""
 from __future__ import annotations
 
 import asyncio
+import functools
+import os
+import sqlite3
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -14,8 +19,9 @@ from sqlalchemy import select
 from eventwire import App
 from eventwire.demo._fulfilment import FULFILMENT
 from eventwire.demo.contracts.shop.orders.v1.orders_pb2 import OrderConfirmed
+from eventwire.demo.shop import SERVICES
 from eventwire.demo.shop._http import HttpApi
-from eventwire.demo.shop._settings import create_tables, open_database
+from eventwire.demo.shop._settings import INITIAL_STOCK, create_tables, open_database
 from eventwire.demo.shop.orders import metadata, orders_service
 from eventwire.outbox import outbox_table
 from eventwire.testing import running
@@ -87,3 +93,22 @@ async def test_an_invalid_order_is_422_naming_the_field(
     assert response.json()["field"] == field and response.json()["error"].startswith(f"{field}: ")
     async with engine.connect() as conn:  # type: ignore[attr-defined]
         assert (await conn.execute(select(outbox_table.c.id))).all() == []
+
+
+def test_shop_init_prepares_each_services_database(tmp_path: Path) -> None:
+    run = functools.partial(
+        subprocess.run, capture_output=True, text=True, timeout=60, env={**os.environ, "SHOP_DATA": str(tmp_path)}
+    )
+    prepared = run([sys.executable, "-m", "eventwire.demo.shop", "init"])
+    again = run([sys.executable, "-m", "eventwire.demo.shop", "init", "inventory"])
+    unknown = run([sys.executable, "-m", "eventwire.demo.shop", "init", "billing"])
+
+    assert prepared.returncode == 0, prepared.stderr
+    assert [line.split(":")[0] for line in prepared.stdout.splitlines()] == list(SERVICES)
+    with sqlite3.connect(tmp_path / "inventory.db") as db:
+        stock = dict(db.execute("SELECT sku, available FROM shop_stock").fetchall())
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert stock == INITIAL_STOCK  # stocked once: the second init left it as it was
+    assert {"eventwire_outbox", "eventwire_inbox", "shop_stock", "shop_reservations"} <= tables
+    assert again.returncode == 0, again.stderr
+    assert (unknown.returncode, unknown.stderr.splitlines()[0].startswith("error: no service 'billing'")) == (2, True)

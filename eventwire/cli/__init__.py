@@ -176,6 +176,14 @@ def demo(
         Path | None, typer.Option(help="Where the services' databases and logs go (default: a temporary folder).")
     ] = None,
     timeout: Annotated[float, typer.Option(help="Seconds to wait for every order to settle.")] = 180.0,
+    database: Annotated[
+        str | None,
+        typer.Option(
+            help="A PostgreSQL URL (postgresql+asyncpg://) for the services' tables instead of SQLite: each "
+            "service in schema shop_<service>, emptied first.",
+            envvar="SHOP_DATABASE",
+        ),
+    ] = None,
 ) -> None:
     """Run the shop: five services as processes, orders through its HTTP API, and a check of every invariant."""
     import tempfile
@@ -184,6 +192,8 @@ def demo(
 
     from ..demo._shop_run import run_shop_demo
 
+    if database is not None and not database.startswith("postgresql+asyncpg://"):
+        fail(f"--database {redact_url(database)}: give a PostgreSQL URL (postgresql+asyncpg://user@host/db)")
     options = connection.resolve()
     url = ",".join(options.servers) if options is not None else None
     if options is not None:
@@ -216,12 +226,14 @@ def demo(
                     timeout=timeout,
                     on_progress=on_progress,
                     environment=environment,
+                    database=database,
                 )
             )
         except RuntimeError as exc:
             fail(f"the shop did not run: {exc} (logs in {folder})")
     shown = "embedded" if url is None else ", ".join(options.shown_servers if options else ())
-    table = Table(title=f"eventwire demo on {shown}{' with chaos' if chaos else ''}", show_header=False)
+    stored = "SQLite" if database is None else f"PostgreSQL {redact_url(database)}"
+    table = Table(title=f"eventwire demo on {shown}, {stored}{' with chaos' if chaos else ''}", show_header=False)
     table.add_row(
         "orders", f"{summary.orders} placed, {summary.confirmed} confirmed, {sum(summary.cancelled.values())} cancelled"
     )

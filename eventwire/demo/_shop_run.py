@@ -28,30 +28,20 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import create_async_engine
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import SQLAlchemyError
 
+from .._connect_options import redact_url
 from ..outbox import outbox_table
 from ..saga import saga_table
 from ..server import EmbeddedServer
 from .shop import SERVICES
-from .shop._settings import INITIAL_STOCK, create_tables
-from .shop.inventory import metadata as inventory_metadata
-from .shop.inventory import reservations_table, stock_table, stock_up
-from .shop.notifications import metadata as notifications_metadata
+from .shop._prepare import prepare
+from .shop._settings import INITIAL_STOCK, database_engine
+from .shop.inventory import reservations_table, stock_table
 from .shop.notifications import notifications_table
 from .shop.orders import PRICES_CENTS, orders_table
-from .shop.orders import metadata as orders_metadata
-from .shop.payments import metadata as payments_metadata
 from .shop.payments import payments_table
-
-_BUSINESS = {
-    "orders": orders_metadata,
-    "inventory": inventory_metadata,
-    "payments": payments_metadata,
-    "fulfilment": None,
-    "notifications": notifications_metadata,
-}
 
 
 @dataclass
@@ -125,10 +115,13 @@ async def run_shop_demo(
     timeout: float = 180.0,
     on_progress: Callable[[int, int], None] = lambda placed, settled: None,
     environment: dict[str, str] | None = None,
+    database: str | None = None,
 ) -> ShopSummary:
     """Run the shop on ``url`` (None: an embedded server) with its databases in ``data``; place ``orders``.
 
-    ``environment`` is given to the services' processes (the connection's credentials).
+    ``environment`` is given to the services' processes (the connection's credentials). ``database``, a
+    PostgreSQL URL (``postgresql+asyncpg://``), holds every service's tables instead, each service in a
+    schema of its own (``shop_<service>``), emptied first.
     """
     server = None
     if url is None:
@@ -137,14 +130,20 @@ async def run_shop_demo(
     summary = ShopSummary(server="embedded" if server is not None else url, orders=orders)
     port = _free_port()
     given = {**(environment or {}), "SHOP_HTTP_PORT": str(port)}
+    if database is not None:
+        await _empty_schemas(database)
+        for name in SERVICES:
+            given |= {f"SHOP_DB_{name.upper()}": database, f"SHOP_SCHEMA_{name.upper()}": f"shop_{name}"}
     services = {name: _Service(name, url, data, given) for name in SERVICES}
-    engines = {name: create_async_engine(f"sqlite+aiosqlite:///{data / name}.db") for name in SERVICES}
+    engines = {
+        name: database_engine(f"sqlite+aiosqlite:///{data / name}.db")
+        if database is None
+        else database_engine(database, f"shop_{name}")
+        for name in SERVICES
+    }
     try:
         for name, engine in engines.items():
-            await create_tables(engine, _BUSINESS[name])
-        from sqlalchemy.ext.asyncio import async_sessionmaker
-
-        await stock_up(async_sessionmaker(engines["inventory"]))
+            await prepare(name, engine)
         for service in services.values():
             service.start()
         started = time.perf_counter()
@@ -169,6 +168,19 @@ async def run_shop_demo(
         if server is not None:
             await asyncio.to_thread(server.stop)
     return summary
+
+
+async def _empty_schemas(database: str) -> None:
+    engine = database_engine(database)
+    try:
+        async with engine.begin() as conn:
+            for name in SERVICES:
+                await conn.execute(text(f"DROP SCHEMA IF EXISTS shop_{name} CASCADE"))
+                await conn.execute(text(f"CREATE SCHEMA shop_{name}"))
+    except (OSError, SQLAlchemyError) as exc:
+        raise RuntimeError(f"cannot prepare the shop's schemas in {redact_url(database)}: {exc}") from None
+    finally:
+        await engine.dispose()
 
 
 async def _until_up(http: httpx.AsyncClient, services: dict[str, _Service]) -> None:

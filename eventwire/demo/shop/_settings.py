@@ -37,10 +37,19 @@ def database_url(service: str) -> str:
     return f"sqlite+aiosqlite:///{Path(os.environ.get('SHOP_DATA', 'shop-data')) / service}.db"
 
 
-def open_database(service: str) -> tuple[AsyncEngine, async_sessionmaker[AsyncSession]]:
-    engine = create_async_engine(database_url(service))
+def database_engine(url: str, schema: str | None = None) -> AsyncEngine:
+    """An engine on ``url``; on PostgreSQL ``schema`` is the connections' search path (a service's own tables)."""
+    if schema and not url.startswith("postgresql+asyncpg://"):
+        raise ConfigError(f"schema {schema!r}: a schema needs PostgreSQL through asyncpg (postgresql+asyncpg://)")
+    engine = create_async_engine(url, connect_args={"server_settings": {"search_path": schema}} if schema else {})
     if engine.dialect.name == "sqlite":
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def open_database(service: str) -> tuple[AsyncEngine, async_sessionmaker[AsyncSession]]:
+    """The service's engine: ``SHOP_DB_<SERVICE>`` (in schema ``SHOP_SCHEMA_<SERVICE>``), else SQLite."""
+    engine = database_engine(database_url(service), os.environ.get(f"SHOP_SCHEMA_{service.upper()}") or None)
     return engine, async_sessionmaker(engine, expire_on_commit=False)
 
 
