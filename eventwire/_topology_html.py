@@ -97,17 +97,6 @@ def _table(topology: Topology) -> str:
 
 def _svg(topology: Topology) -> str:
     events = [flow.ce_type for flow in topology.events]
-    event_row = {ce_type: row for row, ce_type in enumerate(events)}
-    publishes: dict[str, list[int]] = {}
-    consumes: dict[str, list[int]] = {}
-    for flow in topology.events:
-        for p in flow.publishers:
-            publishes.setdefault(p.service, []).append(event_row[flow.ce_type])
-        for c in flow.consumers:
-            consumes.setdefault(c.service, []).append(event_row[flow.ce_type])
-    # Each side sorted by the mean row of its events, which keeps most edges from crossing.
-    publishers = sorted(publishes, key=lambda s: sum(publishes[s]) / len(publishes[s]))
-    consumers = sorted(consumes, key=lambda s: sum(consumes[s]) / len(consumes[s]))
     # One edge per pair of nodes: a service publishing a type on two subjects gets one edge with both.
     publish_edges: dict[tuple[str, str], list[str]] = {}
     consume_edges: dict[tuple[str, str], list[str]] = {}
@@ -116,40 +105,78 @@ def _svg(topology: Topology) -> str:
             publish_edges.setdefault((p.service, flow.ce_type), []).append(p.subject)
         for c in flow.consumers:
             consume_edges.setdefault((flow.ce_type, c.service), []).append(c.durable)
-    labels = [", ".join(names) for names in (*publish_edges.values(), *consume_edges.values())]
-    gap = max(160.0, _text_width(max(labels, key=len, default="")) + 60)
-    rows = max(len(publishers), len(events), len(consumers), 1)
-    height = rows * _ROW_PITCH + 2 * _MARGIN
+    unmatched = {flow.ce_type for flow in topology.events if flow.warnings}
+    return layered_svg(
+        [
+            [(service, "service") for service, _ in publish_edges],
+            [(ce_type, "unmatched" if ce_type in unmatched else "event") for ce_type in events],
+            [(service, "service") for _, service in consume_edges],
+        ],
+        [
+            *(
+                Edge(0, service, 1, ce_type, ", ".join(subjects))
+                for (service, ce_type), subjects in publish_edges.items()
+            ),
+            *(Edge(1, ce_type, 2, service, ", ".join(names)) for (ce_type, service), names in consume_edges.items()),
+        ],
+        "Event topology graph",
+    )
 
+
+@dataclass(frozen=True, slots=True)
+class Edge:
+    """An arrow from node ``source`` in column ``source_column`` to ``target`` in the next column."""
+
+    source_column: int
+    source: str
+    target_column: int
+    target: str
+    label: str
+
+
+def layered_svg(
+    columns: Sequence[Sequence[tuple[str, str]]], edges: Sequence[Edge], title: str, anchor: int = 1
+) -> str:
+    """Columns of ``(label, css class)`` nodes, left to right, and labelled curves between neighbours.
+
+    A node listed twice in a column is drawn once. Column ``anchor`` keeps its order; each other column is
+    sorted by the mean row of its neighbours one column nearer the anchor, which keeps most edges from
+    crossing.
+    """
+    ordered: list[list[tuple[str, str]]] = [list(dict.fromkeys(column)) for column in columns]
+    for number in sorted(range(len(ordered)), key=lambda n: abs(n - anchor)):
+        if number == anchor:
+            continue
+        nearer = number + 1 if number < anchor else number - 1
+        row_of = {label: i for i, (label, _) in enumerate(ordered[nearer])}
+        neighbours: dict[str, list[int]] = {}
+        for edge in edges:
+            ends = {edge.source_column: edge.source, edge.target_column: edge.target}
+            if set(ends) == {number, nearer} and ends[nearer] in row_of:
+                neighbours.setdefault(ends[number], []).append(row_of[ends[nearer]])
+        ordered[number].sort(key=lambda node: sum(neighbours.get(node[0], [0])) / len(neighbours.get(node[0], [0])))
+    gap = max(160.0, _text_width(max((e.label for e in edges), key=len, default="")) + 60)
+    rows = max((len(column) for column in ordered), default=1) or 1
+    height = rows * _ROW_PITCH + 2 * _MARGIN
     x = float(_MARGIN)
-    columns: list[dict[str, _Box]] = []
-    for labels, css_class in ((publishers, "service"), (events, "event"), (consumers, "service")):
-        width = max(120.0, _text_width(max(labels, key=len, default="")) + 2 * _PADDING)
-        top = _MARGIN + (rows - len(labels)) * _ROW_PITCH / 2
-        columns.append(
-            {label: _Box(label, css_class, x, top + i * _ROW_PITCH, width) for i, label in enumerate(labels)}
-        )
+    boxes: list[dict[str, _Box]] = []
+    for column in ordered:
+        width = max(120.0, _text_width(max((label for label, _ in column), key=len, default="")) + 2 * _PADDING)
+        top = _MARGIN + (rows - len(column)) * _ROW_PITCH / 2
+        boxes.append({label: _Box(label, css, x, top + i * _ROW_PITCH, width) for i, (label, css) in enumerate(column)})
         x += width + gap
     width_total = x - gap + _MARGIN
-    left, middle, right = columns
-
-    unmatched = {flow.ce_type for flow in topology.events if flow.warnings}
     parts = [
         f'<svg viewBox="0 0 {width_total:.0f} {height:.0f}" width="{width_total:.0f}" height="{height:.0f}" '
-        'role="img" aria-label="Event topology graph">',
+        f'role="img" aria-label="{escape(title)}">',
         '<defs><marker id="arrow" viewBox="0 0 10 10" refX="10" refY="5" markerWidth="7" markerHeight="7" '
         'orient="auto-start-reverse"><path d="M 0 0 L 10 5 L 0 10 z" fill="#6b7385"/></marker></defs>',
     ]
     placed: list[_Label] = []
-    for (service, ce_type), subjects in publish_edges.items():
-        parts.append(_edge(left[service].right, middle[ce_type].left, ", ".join(subjects), placed))
-    for (ce_type, service), durables in consume_edges.items():
-        parts.append(_edge(middle[ce_type].right, right[service].left, ", ".join(durables), placed))
-    parts += [
-        _node(box, "unmatched" if column is middle and box.label in unmatched else box.css_class)
-        for column in columns
-        for box in column.values()
-    ]
+    for edge in edges:
+        start = boxes[edge.source_column][edge.source].right
+        parts.append(_edge(start, boxes[edge.target_column][edge.target].left, edge.label, placed))
+    parts += [_node(box, box.css_class) for column in boxes for box in column.values()]
     parts.append("</svg>")
     return "\n".join(parts)
 

@@ -23,6 +23,8 @@ from .secured import Secured
 
 pytest_plugins = ["pytester"]
 
+# EVENTWIRE_LONG=1: fault runs at full size (more producers' rows, more events); CI runs the short size.
+LONG = os.environ.get("EVENTWIRE_LONG") == "1"
 POSTGRES = os.environ.get("EVENTWIRE_TEST_POSTGRES", "postgresql+asyncpg://postgres@127.0.0.1:5432/test")
 
 
