@@ -32,6 +32,7 @@ def commands(tmp: Path) -> dict[str, list[str]]:
         "dlq show": ["dlq", "show", "DLQ-x:1"],
         "dlq replay": ["dlq", "replay"],
         "dlq purge": ["dlq", "purge", "--yes"],
+        "ui": ["ui", "--port", "0"],
     }
 
 

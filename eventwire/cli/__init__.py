@@ -30,6 +30,7 @@ from ._schema import app as schema_cli
 from ._status import status_command
 from ._tail import tail_command
 from ._targets import AppDir, load_app
+from ._ui import ui_command
 
 cli = typer.Typer(
     name="eventwire",
@@ -292,6 +293,7 @@ def relay(
 cli.command("status")(status_command)
 cli.command("tail")(tail_command)
 cli.command("publish")(publish_command)
+cli.command("ui")(ui_command)
 for catalog_command in (asyncapi, topology, authz):
     cli.command()(with_logging()(catalog_command))
 

@@ -17,9 +17,9 @@ from rich.progress import Progress
 from rich.table import Table
 
 from .. import dlq
+from .._event_json import decoded
 from ..transport import JetStreamTransport
 from ._connect import ConnectionFlags, with_connection
-from ._events import decoded
 from ._output import print_json, table_console
 from ._targets import AppDir, import_modules
 

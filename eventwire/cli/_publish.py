@@ -13,11 +13,11 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 
 from .._app import App
+from .._event_json import event_class
 from .._publisher import Publisher
 from .._streams import key_token
 from ..transport import JetStreamTransport, PublishAck
 from ._connect import ConnectionFlags, fail, with_connection
-from ._events import event_class
 from ._targets import AppDir, import_modules
 
 

@@ -24,10 +24,10 @@ from nats.js.client import JetStreamContext
 
 from .._envelope import parse_message
 from .._errors import EnvelopeError
+from .._event_json import decoded
 from ..transport import JetStreamTransport
 from ._connect import ConnectionFlags, fail, with_connection
 from ._dlq import parse_time
-from ._events import decoded
 from ._targets import AppDir, import_modules
 
 _INACTIVE = 5.0  # seconds after which the server removes a consumer nobody listens to

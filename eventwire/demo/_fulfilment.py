@@ -13,7 +13,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from .. import App, Backoff, RetryPolicy, Stream
+from .. import App, Backoff, Publication, RetryPolicy, Stream
 from ..outbox import Outbox, OutboxRelay
 from ..saga import Saga, SagaStep, TimerMode
 from .contracts.shop.inventory.v1.inventory_pb2 import (
@@ -67,7 +67,20 @@ def fulfilment_service(
     Without ``sessions`` the App is only described (``eventwire asyncapi``, ``topology``, ``authz``).
     """
     relays = [] if sessions is None else [outbox_relay(sessions)]
-    app = App("fulfilment", streams=[ORDERS, INVENTORY, PAYMENTS, FULFILMENT], url=url, relays=relays)
+    app = App(
+        "fulfilment",
+        streams=[ORDERS, INVENTORY, PAYMENTS, FULFILMENT],
+        url=url,
+        relays=relays,
+        publishes=[  # through the saga's outbox
+            Publication(StockReservationRequested, "fulfilment.stock.reserve-requested"),
+            Publication(StockReleaseRequested, "fulfilment.stock.release-requested"),
+            Publication(PaymentRequested, "fulfilment.payment.requested"),
+            Publication(RefundRequested, "fulfilment.refund.requested"),
+            Publication(OrderConfirmed, "fulfilment.order.confirmed"),
+            Publication(OrderCancelled, "fulfilment.order.cancelled"),
+        ],
+    )
     # On the subjects the saga reads, but no step of it: acknowledged and skipped, not dead-lettered.
     app.registry.register(StockReleased)
     app.registry.register(PaymentRefunded)

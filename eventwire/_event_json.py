@@ -7,7 +7,7 @@ from typing import Any
 from google.protobuf import json_format, symbol_database
 from google.protobuf.message import Message
 
-from ..contracts import PROTOBUF, codec_for
+from .contracts import PROTOBUF, codec_for
 
 
 def event_class(ce_type: str | None) -> type[Message] | None:
