@@ -270,7 +270,3 @@ async def dead_letter(nc: Client, stream: str, sequence: int) -> dlq.DeadLetter 
     except nats.js.errors.NotFoundError:
         return None
     return dlq.DeadLetter.from_stored(stream, sequence, dict(stored.headers or {}), stored.data or b"")
-
-
-def dumps(value: Any) -> bytes:
-    return json.dumps(value, ensure_ascii=False, default=str).encode()
