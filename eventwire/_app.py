@@ -25,6 +25,7 @@ from ._retry import RetryPolicy
 from ._streams import Durable, Stream, check_name, check_subject, subject_matches
 from ._tracing import tracing_on
 from .contracts import PROTOBUF, EventRegistry
+from .contracts._breaking import LEVELS, Level
 from .middleware import Step, settlement_chain
 from .observability import ServiceMetrics
 from .observability._metrics import metrics_observer
@@ -67,6 +68,9 @@ class App:
     count of the streams eventwire creates for the App itself (its dead letters);
     by default the highest of the App's declared streams, so a cluster's R3
     deployment keeps its dead letters on three nodes too.
+    ``register_schemas`` registers the published types' contracts in the schema registry at start
+    (``eventwire.registry``; off for a deployment that may not write it), refused, and the App not
+    started, when a version breaks readers of the latest one at ``schema_level``.
     """
 
     def __init__(
@@ -92,6 +96,8 @@ class App:
         metrics_port: int | None = None,
         metrics_host: str = "0.0.0.0",
         metrics_interval: float = 5.0,
+        register_schemas: bool = True,
+        schema_level: Level = "WIRE_JSON",
     ) -> None:
         check_name("service", name)
         if shutdown_timeout < 0:
@@ -121,6 +127,10 @@ class App:
         self._relays = tuple(relays)
         if metrics_interval <= 0:
             raise ConfigError("App.metrics_interval must be positive")
+        if schema_level not in LEVELS:
+            raise ConfigError(f"App.schema_level must be one of {', '.join(LEVELS)}, got {schema_level!r}")
+        self._register_schemas = register_schemas
+        self._schema_level: Level = schema_level
         self._metrics_on = False
         self._health: HealthServer | None = None
         self._metrics_interval = metrics_interval
@@ -181,6 +191,11 @@ class App:
     def publications(self) -> tuple[Publication, ...]:
         """What this service declared it publishes."""
         return tuple(self._publications)
+
+    @property
+    def registers_schemas(self) -> bool:
+        """Whether the App registers the types it publishes in the schema registry when it starts."""
+        return self._register_schemas
 
     @property
     def content_type(self) -> str:
@@ -361,6 +376,8 @@ class App:
             self._transport = transport or await self._connect_transport(url, connect)
             for stream in self._streams.values():
                 await self._transport.ensure_stream(stream)
+            if self._register_schemas and self._publications:
+                await self._register_published_types(self._transport)
             metrics = self.metrics = ServiceMetrics(self.name) if self._metrics_on else None
             self._publisher = Publisher(
                 self._transport,
@@ -418,6 +435,22 @@ class App:
             raise
         self._started = True
         logger.info("%s started: %d handler(s) on %d stream(s)", self.name, len(self._handlers), len(self._streams))
+
+    async def _register_published_types(self, transport: Transport) -> None:
+        from .registry import SchemaRegistry  # only a publishing App needs the breaking-change rules
+
+        registry = await SchemaRegistry.open(transport, replicas=self.replicas)
+        assert registry is not None
+        for event_class in dict.fromkeys(p.event_type for p in self._publications):
+            version, added = await registry.register(event_class, service=self.name, level=self._schema_level)
+            logger.info(
+                "%s: %s version %d (%s) %s",
+                self.name,
+                version.event_type,
+                version.version,
+                version.schema_id,
+                "registered" if added else f"registered by {version.registered_by} at {version.registered_at}",
+            )
 
     async def _start_consumers(self, spec: HandlerSpec, chain: Step, metrics: ServiceMetrics | None) -> None:
         """A handler's consumer; a partitioned handler's, one per partition (each with its own pull and its

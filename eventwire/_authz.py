@@ -1,8 +1,9 @@
 """Least-privilege NATS permissions for services, derived from their Apps' declarations (``eventwire authz``).
 
 A service may publish what it declares it publishes, its dead letters, the JetStream API requests that
-provision its own streams and durables and pull from them, and the acks of its own durables (in both forms
-nats-server sends); it may subscribe to its own reply inbox only. What it does not declare it cannot do.
+provision its own streams and durables and pull from them, the acks of its own durables (in both forms
+nats-server sends), and the schema registry's keys of the types it publishes; it may subscribe to its own
+reply inbox only. What it does not declare it cannot do.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from dataclasses import dataclass
 
 from ._app import App
 from ._streams import partitioned_stream_for
+from .registry import BUCKET
 
 
 @dataclass(frozen=True)
@@ -56,8 +58,26 @@ def grant_for(app: App) -> Grant:
             ]
             if consumed.pinned:
                 publish.append(f"$JS.API.CONSUMER.UNPIN.{on}.{durable}")
+    if app.registers_schemas and app.publications:
+        publish += _registry_grant(app)
     prefix = inbox_prefix_of(app.name)
     return Grant(app.name, prefix, tuple(dict.fromkeys(publish)), (f"{prefix}.>",))
+
+
+def _registry_grant(app: App) -> list[str]:
+    """Reading and writing the schema registry's keys of the types ``app`` publishes, and making the bucket."""
+    stream = f"KV_{BUCKET}"
+    keys = [
+        f"$KV.{BUCKET}.{key}"
+        for event_type in dict.fromkeys(p.event_type.DESCRIPTOR.full_name for p in app.publications)
+        for key in (f"types.{event_type}", f"schemas.{event_type}.*")
+    ]
+    return [
+        f"$JS.API.STREAM.INFO.{stream}",
+        f"$JS.API.STREAM.CREATE.{stream}",
+        *keys,
+        *(f"$JS.API.DIRECT.GET.{stream}.{key}" for key in keys),
+    ]
 
 
 def grants_for(apps: Sequence[App]) -> list[Grant]:

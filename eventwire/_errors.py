@@ -5,6 +5,7 @@ Catch what you can act on::
     EventwireError
     ├── ConfigError            a setting is invalid; raised at construction, names the field
     ├── ContractError          an event class breaks the contract rules (package version, naming)
+    │   └── SchemaRefused      the schema registry refused a version: it breaks readers of the latest one
     ├── EnvelopeError          a message is not a valid CloudEvent (missing attribute, bad encoding)
     ├── DecodeError            the payload cannot be decoded into the event's Protobuf class
     ├── StreamConfigError      a declared stream cannot be provisioned (incompatible change)
@@ -30,6 +31,23 @@ class ConfigError(EventwireError, ValueError):
 
 class ContractError(EventwireError):
     """An event type breaks eventwire's contract rules."""
+
+
+class SchemaRefused(ContractError):
+    """A version of an event type breaks readers of its latest registered version; it was not registered.
+
+    The first line of the message says which type and why; one line per breaking change follows,
+    as ``eventwire schema check`` prints them (``findings``).
+    """
+
+    def __init__(self, event_type: str, level: str, against: int, findings: list[str]) -> None:
+        summary = (
+            f"{event_type}: {len(findings)} breaking change(s) at level {level} against registered version "
+            f"{against}; not registered (a deliberate break: eventwire schema push --allow-breaking)"
+        )
+        super().__init__("\n".join([summary, *findings]))
+        self.event_type = event_type
+        self.findings = tuple(findings)
 
 
 class EnvelopeError(EventwireError):

@@ -89,6 +89,8 @@ def encode_headers(headers: dict[str, Any]) -> bytes:
 def _sent_unchanged(headers: dict[str, Any]) -> bool:
     """Whether nats-py would send each line as it is: a token key, a value with no CR/LF and nothing to strip."""
     for key, value in headers.items():
+        if type(key) is not str:  # nats-py's own keys are str enums, which format as "Header.MSG_ID"
+            return False
         if key not in _TOKEN_KEYS:
             if not isinstance(key, str) or not _KEY.fullmatch(key):
                 return False

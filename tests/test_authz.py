@@ -34,6 +34,12 @@ def test_a_service_may_publish_what_it_declares_and_work_its_own_streams_and_dur
         "$JS.API.STREAM.INFO.ORDERS",
         "$JS.API.STREAM.CREATE.ORDERS",
         "$JS.API.STREAM.UPDATE.ORDERS",
+        "$JS.API.STREAM.INFO.KV_eventwire_schemas",
+        "$JS.API.STREAM.CREATE.KV_eventwire_schemas",
+        "$KV.eventwire_schemas.types.shop.orders.v1.OrderCreated",
+        "$KV.eventwire_schemas.schemas.shop.orders.v1.OrderCreated.*",
+        "$JS.API.DIRECT.GET.KV_eventwire_schemas.$KV.eventwire_schemas.types.shop.orders.v1.OrderCreated",
+        "$JS.API.DIRECT.GET.KV_eventwire_schemas.$KV.eventwire_schemas.schemas.shop.orders.v1.OrderCreated.*",
     )
     assert (orders.inbox_prefix, orders.subscribe) == ("_INBOX_orders", ("_INBOX_orders.>",))
     inventory = grant_for(inventory_service())

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 from nats import errors
 from nats.aio.client import Client
+from nats.js import api
 
 from eventwire._nats_client import encode_headers, parse_header_lines
 
@@ -34,6 +35,8 @@ def nats_py_encoding(headers: dict[str, str]) -> bytes:
         {"": "skipped", "empty": ""},
         {"utf8": "naïve ✓"},
         {"nbsp": "\u00a0x\u00a0", "tab": "\tx", "vt": "a\x0bb"},
+        # nats-py's KV and publish(stream=) key their headers with str enums
+        {api.Header.EXPECTED_LAST_SUBJECT_SEQUENCE: "0", "ce-id": "1"},
     ],
 )
 def test_encoding_matches_nats_py(headers: dict[str, str]) -> None:

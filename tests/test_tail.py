@@ -83,4 +83,4 @@ async def test_tail_without_the_events_module_shows_hex_and_says_why(fresh_serve
     await asyncio.wait_for(tail.wait(), 20)
     assert f"{name}.a #1 shop.orders.v1.OrderCreated" in line
     assert OrderCreated(order_id="o-1").SerializeToString().hex() in line
-    assert "type shop.orders.v1.OrderCreated not loaded: pass --import with its module" in line
+    assert "type shop.orders.v1.OrderCreated not loaded (no schema registry on this server): pass --import" in line

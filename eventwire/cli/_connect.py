@@ -12,7 +12,7 @@ import nats.errors
 import typer
 
 from .._connect_options import ENVIRONMENT, ConnectOptions, resolve_connect_options
-from .._errors import ConfigError, EventwireError
+from .._errors import ConfigError, EventwireError, SchemaRefused
 from ..observability import LogFormat, configure_logging
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -143,6 +143,10 @@ def _with_connection(func: F) -> F:
         flags = ConnectionFlags(**{name: kwargs.pop(name) for name in _FLAGS})
         try:
             return func(connection=flags, **kwargs)
+        except SchemaRefused as exc:
+            for change in exc.findings:  # as `schema check` prints them, before the one-line reason
+                typer.echo(change, err=True)
+            fail(_scrubbed(flags, str(exc)))
         except EventwireError as exc:
             fail(_scrubbed(flags, str(exc)))
         except (nats.errors.Error, TimeoutError, OSError) as exc:

@@ -17,7 +17,7 @@ from rich.progress import Progress
 from rich.table import Table
 
 from .. import dlq
-from .._event_json import decoded
+from .._event_json import EventDecoder
 from ..transport import JetStreamTransport
 from ._connect import ConnectionFlags, with_connection
 from ._output import print_json, table_console
@@ -76,10 +76,17 @@ def _run(connection: ConnectionFlags, work: Callable[[JetStreamContext, JetStrea
     return asyncio.run(main())
 
 
-def _render(letter: dlq.DeadLetter) -> str:
-    """The payload as JSON when its type's Protobuf class is loaded, else a byte summary."""
-    payload, note = decoded(letter.ce_type, letter.headers.get("ce-datacontenttype"), letter.payload)
-    return json.dumps(payload, indent=2, ensure_ascii=False) if payload is not None else f"<{note}>"
+async def _render(letter: dlq.DeadLetter, decoder: EventDecoder) -> str:
+    """The payload as JSON when its contract is known (imported or registered), else its bytes in hex."""
+    headers = letter.headers
+    payload, note = await decoder.decode(
+        letter.ce_type, headers.get("ce-dataschema"), headers.get("ce-datacontenttype"), letter.payload
+    )
+    return (
+        json.dumps(payload, indent=2, ensure_ascii=False)
+        if payload is not None
+        else f"<{note}>\n{letter.payload.hex()}"
+    )
 
 
 @app.command("list")
@@ -143,23 +150,27 @@ def _as_json(letter: dlq.DeadLetter) -> dict[str, object]:
 def show(
     letter_id: Annotated[str, typer.Argument(metavar="ID", help="STREAM:SEQUENCE, as `dlq list` prints it.")],
     connection: ConnectionFlags,
-    imports: Annotated[list[str] | None, typer.Option("--import", help="Module(s) defining the event classes.")] = None,
+    imports: Annotated[
+        list[str] | None,
+        typer.Option("--import", help="Module(s) defining the event classes; without: the schema registry's."),
+    ] = None,
     app_dir: AppDir = None,
 ) -> None:
     """Show one dead letter: where it failed, why, its headers and its payload."""
     stream, sequence = parse_id(letter_id)
     import_modules(imports or [], app_dir)
 
-    async def work(js: JetStreamContext, _: JetStreamTransport) -> dlq.DeadLetter | None:
+    async def work(js: JetStreamContext, transport: JetStreamTransport) -> tuple[dlq.DeadLetter, str] | None:
         async for letter in dlq.read(js, dlq.DeadLetterFilter(sequences=frozenset({sequence}))):
             if letter.stream == stream:
-                return letter
+                return letter, await _render(letter, await EventDecoder.on(transport))
         return None
 
-    letter = _run(connection, work)
-    if letter is None:
+    found = _run(connection, work)
+    if found is None:
         console.print(f"[red]no dead letter {letter_id}[/red]")
         raise typer.Exit(1)
+    letter, rendered = found
     console.print(f"[bold]{letter.stream}:{letter.sequence}[/bold] {letter.reason}")
     console.print(
         f"from {letter.original_stream}:{letter.original_sequence} on {letter.subject}, "
@@ -169,7 +180,7 @@ def show(
         console.print(f"error: {letter.error_type or ''} {letter.error}")
     for name, value in sorted(letter.original_headers().items()):
         console.print(f"  {name}: {value}", markup=False)
-    console.print(_render(letter), markup=False)
+    console.print(rendered, markup=False)
     if letter.traceback:
         console.print(letter.traceback, markup=False)
 

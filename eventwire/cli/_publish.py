@@ -39,8 +39,13 @@ def publish(
     connection: ConnectionFlags,
     data: Annotated[str, typer.Option("--data", help='The event as Protobuf JSON, e.g. \'{"orderId": "o-1"}\'.')],
     imports: Annotated[
-        list[str], typer.Option("--import", help="Module(s) defining the event class (and Apps declaring its subject).")
-    ],
+        list[str] | None,
+        typer.Option(
+            "--import",
+            help="Module(s) defining the event class (and Apps declaring its subject); "
+            "without: the latest version in the schema registry.",
+        ),
+    ] = None,
     subject: Annotated[
         str | None, typer.Option("--subject", help="Default: the subject an imported App's Publication declares.")
     ] = None,
@@ -49,17 +54,16 @@ def publish(
     source: Annotated[str, typer.Option("--source", help="The event's CloudEvents source.")] = "/cli",
     app_dir: AppDir = None,
 ) -> None:
-    """Publish one event with the full envelope and print the stream's ack."""
+    """Publish one event with the full envelope and print the stream's ack.
+
+    The event's class is the one --import defines, else the latest version the schema registry holds.
+    """
+    imports = imports or []
     import_modules(imports, app_dir)
     found = event_class(event_type)
-    if found is None:
+    if found is None and imports:
         fail(f"type {event_type} is not defined by --import {' '.join(imports)}", 2)
-    event = found()
-    try:
-        json_format.Parse(data, event)
-    except json_format.ParseError as exc:
-        fail(f"--data does not fit {event_type}: {str(exc).splitlines()[0]}", 2)
-    target = subject or declared_subject(imports, found)
+    target = subject or (declared_subject(imports, found) if found is not None else None)
     if target is None:
         fail(f"--subject: no imported App declares one Publication of {event_type}; name the subject", 2)
 
@@ -68,6 +72,7 @@ def publish(
     async def main() -> PublishAck:
         transport = await JetStreamTransport.connect(options)
         try:
+            event = _parsed(found or await _registered_class(transport, event_type), event_type, data)
             wire = await _wire_subject(transport, target, key)
             publisher = Publisher(transport, source=source, deadline=10.0)
             return await publisher.publish(event, subject=wire, key=key, msg_id=msg_id)
@@ -79,6 +84,27 @@ def publish(
         typer.echo(f"{event_type} on {target}: a duplicate of {ack.stream} sequence {ack.sequence}, not stored again")
     else:
         typer.echo(f"{event_type} on {target}: stored in {ack.stream} at sequence {ack.sequence}")
+
+
+def _parsed(found: type[Message], event_type: str, data: str) -> Message:
+    event = found()
+    try:
+        json_format.Parse(data, event)
+    except json_format.ParseError as exc:
+        fail(f"--data does not fit {event_type}: {str(exc).splitlines()[0]}", 2)
+    return event
+
+
+async def _registered_class(transport: JetStreamTransport, event_type: str) -> type[Message]:
+    """The class of the latest registered version of ``event_type``."""
+    from ..registry import SchemaRegistry
+
+    registry = await SchemaRegistry.open(transport, create=False)
+    versions = await registry.versions(event_type) if registry is not None else []
+    found = await registry.message_class(versions[-1].schema_id) if registry is not None and versions else None
+    if found is None:
+        fail(f"type {event_type} is not in the schema registry: pass --import with the module defining it", 2)
+    return found
 
 
 async def _wire_subject(transport: JetStreamTransport, subject: str, key: str | None) -> str:

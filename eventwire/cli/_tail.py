@@ -22,9 +22,7 @@ from nats.aio.msg import Msg
 from nats.js import api
 from nats.js.client import JetStreamContext
 
-from .._envelope import parse_message
-from .._errors import EnvelopeError
-from .._event_json import decoded
+from .._event_json import EventDecoder
 from ..transport import JetStreamTransport
 from ._connect import ConnectionFlags, fail, with_connection
 from ._dlq import parse_time
@@ -72,25 +70,18 @@ async def start_for_last(js: JetStreamContext, stream: str, subject: str, count:
     return low
 
 
-def line_of(msg: Msg) -> dict[str, Any]:
-    headers = msg.headers or {}
-    ce_type: str | None = None
-    ce_id = key = content_type = None
-    data = msg.data
-    with contextlib.suppress(EnvelopeError):  # not an eventwire event: shown raw
-        envelope, data = parse_message(headers, msg.data)
-        ce_type, ce_id, key, content_type = envelope.type, envelope.id, envelope.subject, envelope.datacontenttype
-    payload, note = decoded(ce_type, content_type, data)
+async def line_of(msg: Msg, decoder: EventDecoder) -> dict[str, Any]:
+    event = await decoder.read(msg.headers or {}, msg.data)
     meta = msg.metadata
     return {
         "time": meta.timestamp.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z"),
         "subject": msg.subject,
         "stream_sequence": meta.sequence.stream,
-        "ce_type": ce_type,
-        "ce_id": ce_id,
-        "key": key,
-        "payload": payload if payload is not None else data.hex(),
-        **({"note": note} if note is not None else {}),
+        "ce_type": event.ce_type,
+        "ce_id": event.ce_id,
+        "key": event.key,
+        "payload": event.payload if event.payload is not None else event.raw.hex(),
+        **({"note": event.note} if event.note is not None else {}),
     }
 
 
@@ -110,14 +101,16 @@ def tail(
     last: Annotated[int | None, typer.Option("--last", min=1, help="Begin with the last N events.")] = None,
     since: Annotated[str | None, typer.Option("--since", help="Begin at a time: ISO 8601, or 30m, 2h, 7d ago.")] = None,
     imports: Annotated[
-        list[str] | None, typer.Option("--import", help="Module(s) defining the event classes, to decode payloads.")
+        list[str] | None,
+        typer.Option("--import", help="Module(s) defining the event classes; without: the schema registry's."),
     ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per event.")] = False,
     app_dir: AppDir = None,
 ) -> None:
     """Print events on SUBJECT as they arrive (after --last N or --since, if given), until Ctrl-C.
 
-    Nothing is acked and no durable is created: tail never changes what a service receives.
+    Nothing is acked and no durable is created: tail never changes what a service receives. Payloads
+    decode with the contract the schema registry holds for their ce-dataschema, or the classes of --import.
     """
     if last is not None and since is not None:
         fail("--last and --since: choose one", 2)
@@ -147,8 +140,10 @@ def tail(
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
 
+            decoder = await EventDecoder.on(transport)
+
             async def show(msg: Msg) -> None:
-                line = line_of(msg)
+                line = await line_of(msg, decoder)
                 typer.echo(json.dumps(line, ensure_ascii=False) if as_json else _text(line))
 
             subscription = await js.subscribe(

@@ -44,6 +44,7 @@ def ui(
 
     import uvicorn
 
+    from .._event_json import EventDecoder
     from ..transport import JetStreamTransport
     from ..ui._server import Console, ConsoleSettings, console_app
     from ..ui._views import Sampler
@@ -59,7 +60,8 @@ def ui(
     async def main() -> None:
         transport = await JetStreamTransport.connect(options)
         try:
-            console = Console(loaded, transport.nc, transport, Sampler(transport.nc, sample_interval))
+            sampler = Sampler(transport.nc, sample_interval)
+            console = Console(loaded, transport.nc, transport, sampler, await EventDecoder.on(transport))
             await console.sampler.current()
             config = uvicorn.Config(console_app(console, settings), log_level="warning", access_log=False)
             server = uvicorn.Server(config)

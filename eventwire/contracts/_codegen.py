@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 
-from google.protobuf import descriptor_pb2
 from google.protobuf.message import Message
 
 from .._errors import ContractError
@@ -49,8 +47,7 @@ def compile_protos(source_dir: Path, output_dir: Path) -> list[Path]:
 
 
 def schema_ref(event_class: type[Message]) -> str:
-    """A ``ce-dataschema`` value: the type plus a hash of its message descriptor."""
-    proto = descriptor_pb2.DescriptorProto()
-    event_class.DESCRIPTOR.CopyToProto(proto)
-    digest = hashlib.sha256(proto.SerializeToString(deterministic=True)).hexdigest()[:16]
-    return f"urn:eventwire:schema:{event_class.DESCRIPTOR.full_name}:{digest}"
+    """A ``ce-dataschema`` value: the type plus a hash of its contract (the registry's id of this version)."""
+    from ._descriptor_sets import schema_id
+
+    return schema_id(event_class)

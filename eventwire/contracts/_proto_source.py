@@ -176,7 +176,7 @@ def _field_line(
     options = []
     if field.HasField("default_value"):
         options.append(f"default = {_default_value(field)}")
-    if field.HasField("json_name") and field.json_name != _default_json_name(field.name):
+    if field.HasField("json_name") and field.json_name != default_json_name(field.name):
         options.append(f"json_name = {_quoted(field.json_name)}")
     options += _options(field.options)
     suffix = f" [{', '.join(options)}]" if options else ""
@@ -207,7 +207,7 @@ def _default_value(field: descriptor_pb2.FieldDescriptorProto) -> str:
     return field.default_value
 
 
-def _default_json_name(name: str) -> str:
+def default_json_name(name: str) -> str:
     """protoc's JSON name of a field: underscores dropped, the letter after each one upper-cased."""
     parts = name.split("_")
     return parts[0] + "".join(p[:1].upper() + p[1:] for p in parts[1:])

@@ -17,7 +17,16 @@ from .._errors import DecodeError, EnvelopeError, EventwireError
 from .._ids import uuid7
 from .._streams import Durable, Stream, subject_matches
 from ..contracts import PROTOBUF, codec_for
-from ..transport import BatchMessage, DurableState, InboundMessage, MessageSource, PinState, PublishAck, Transport
+from ..transport import (
+    BatchMessage,
+    DurableState,
+    InboundMessage,
+    KeyValueStore,
+    MessageSource,
+    PinState,
+    PublishAck,
+    Transport,
+)
 from ..transport.memory import MemoryBroker, MemoryTransport
 
 E = TypeVar("E", bound=Message)
@@ -110,6 +119,9 @@ class RecordingTransport:
         on_failure: Callable[[EventwireError], None] | None = None,
     ) -> MessageSource:
         return await self._inner.pull(durable, sink, capacity, min_batch=min_batch, on_failure=on_failure)
+
+    async def key_value(self, bucket: str, *, replicas: int = 1, create: bool = True) -> KeyValueStore | None:
+        return await self._inner.key_value(bucket, replicas=replicas, create=create)
 
     async def close(self) -> None:
         await self._inner.close()

@@ -8,9 +8,11 @@ from ._protocol import (
     DurableState,
     FastBatchResult,
     InboundMessage,
+    KeyValueStore,
     MessageSource,
     PinState,
     PublishAck,
+    StoredValue,
     TransientPublishFailure,
     Transport,
 )
@@ -25,9 +27,11 @@ __all__ = [
     "FastBatchResult",
     "InboundMessage",
     "JetStreamTransport",
+    "KeyValueStore",
     "MessageSource",
     "PinState",
     "PublishAck",
+    "StoredValue",
     "Transport",
     "TransientPublishFailure",
 ]

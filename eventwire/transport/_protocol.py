@@ -189,6 +189,26 @@ class MessageSource(Protocol):
         """Whether this pull holds its pinned durable's pin, as far as it knows."""
 
 
+@dataclass(frozen=True, slots=True)
+class StoredValue:
+    value: bytes
+    revision: int
+
+
+class KeyValueStore(Protocol):
+    """A bucket of values, each with a revision; a write names the revision it replaces, so none is lost."""
+
+    async def get(self, key: str) -> StoredValue | None: ...
+
+    async def create(self, key: str, value: bytes) -> int | None:
+        """Store ``value`` under a new ``key``; its revision, or None when the key exists."""
+
+    async def update(self, key: str, value: bytes, revision: int) -> int | None:
+        """Replace the value at ``revision``; the new revision, or None when it changed since."""
+
+    async def keys(self) -> list[str]: ...
+
+
 class Transport(Protocol):
     @property
     def max_payload(self) -> int: ...
@@ -250,5 +270,8 @@ class Transport(Protocol):
 
         That is a refused pull or ack permission: the source stops, and nothing it delivered can be settled.
         """
+
+    async def key_value(self, bucket: str, *, replicas: int = 1, create: bool = True) -> KeyValueStore | None:
+        """The key-value bucket ``bucket``, made with ``replicas`` if missing and ``create``; else None if missing."""
 
     async def close(self) -> None: ...

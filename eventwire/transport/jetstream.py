@@ -23,6 +23,7 @@ from .._errors import EventwireError, PermissionDenied, PublishError, StreamConf
 from .._nats_client import EventwireClient, dotted, server_version
 from .._streams import PARTITION_GROUP, Durable, Stream, subject_matches
 from ._fast_ingest import FastIngest
+from ._key_value import JetStreamKeyValue, open_bucket
 from ._protocol import (
     BatchMessage,
     DurableState,
@@ -479,6 +480,9 @@ class JetStreamTransport:
         await pull.start()
         self._pulls.append(pull)
         return pull
+
+    async def key_value(self, bucket: str, *, replicas: int = 1, create: bool = True) -> JetStreamKeyValue | None:
+        return await open_bucket(self._js, bucket, replicas=replicas, create=create)
 
     async def close(self) -> None:
         if self._state is not None:

@@ -36,6 +36,7 @@ from ._protocol import (
     InboundMessage,
     PinState,
     PublishAck,
+    StoredValue,
     TransientPublishFailure,
     refusal_error,
 )
@@ -401,6 +402,7 @@ class MemoryBroker:
     def __init__(self, *, max_payload: int = DEFAULT_MAX_PAYLOAD, wall_clock: Callable[[], float] = wall_time) -> None:
         self.max_payload = max_payload
         self.streams: dict[str, _MemoryStream] = {}
+        self.buckets: dict[str, MemoryKeyValue] = {}
         # What "@at <time>" is measured against; the delay until then runs on the loop's clock.
         self.wall_clock = wall_clock
 
@@ -607,6 +609,32 @@ class MemoryBroker:
         )
 
 
+class MemoryKeyValue:
+    """A key-value bucket held by a :class:`MemoryBroker`; revisions count up per bucket, as a stream's do."""
+
+    def __init__(self) -> None:
+        self._values: dict[str, StoredValue] = {}
+        self._revision = 0
+
+    async def get(self, key: str) -> StoredValue | None:
+        return self._values.get(key)
+
+    async def create(self, key: str, value: bytes) -> int | None:
+        return None if key in self._values else self._store(key, value)
+
+    async def update(self, key: str, value: bytes, revision: int) -> int | None:
+        current = self._values.get(key)
+        return self._store(key, value) if current is not None and current.revision == revision else None
+
+    async def keys(self) -> list[str]:
+        return sorted(self._values)
+
+    def _store(self, key: str, value: bytes) -> int:
+        self._revision += 1
+        self._values[key] = StoredValue(bytes(value), self._revision)
+        return self._revision
+
+
 class MemoryTransport:
     """One connection to a :class:`MemoryBroker`; implements the Transport protocol."""
 
@@ -695,6 +723,11 @@ class MemoryTransport:
         self._pulls.append(pull)
         state.schedule()
         return pull
+
+    async def key_value(self, bucket: str, *, replicas: int = 1, create: bool = True) -> MemoryKeyValue | None:
+        if bucket not in self.broker.buckets and create:
+            self.broker.buckets[bucket] = MemoryKeyValue()
+        return self.broker.buckets.get(bucket)
 
     async def close(self) -> None:
         for pull in self._pulls:

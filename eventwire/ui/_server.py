@@ -29,6 +29,7 @@ from starlette.staticfiles import StaticFiles
 from .. import dlq
 from .._app import App
 from .._errors import EventwireError
+from .._event_json import EventDecoder
 from ..transport import Transport
 from ._views import Sampler, browse, dead_letter, dead_letters_view, streams_view, topology_view
 
@@ -60,11 +61,14 @@ class ConsoleSettings:
 class Console:
     """What the routes share: the Apps, the server connection, the sampler."""
 
-    def __init__(self, apps: Sequence[App], nc: Client, transport: Transport, sampler: Sampler) -> None:
+    def __init__(
+        self, apps: Sequence[App], nc: Client, transport: Transport, sampler: Sampler, decoder: EventDecoder
+    ) -> None:
         self.apps = apps
         self.nc = nc
         self.transport = transport
         self.sampler = sampler
+        self.decoder = decoder
 
 
 def _authenticated(request: Request, token: str) -> bool:
@@ -142,6 +146,7 @@ def console_app(console: Console, settings: ConsoleSettings) -> Starlette:
         from_time = query.get("from_time")
         view = await browse(
             console.nc,
+            console.decoder,
             request.path_params["stream"],
             from_sequence=int(query["from_sequence"]) if query.get("from_sequence") else None,
             from_time=datetime.fromisoformat(from_time.replace("Z", "+00:00")) if from_time else None,
@@ -152,7 +157,9 @@ def console_app(console: Console, settings: ConsoleSettings) -> Starlette:
         return JSONResponse(view)
 
     async def dead_letters(request: Request) -> Response:
-        return JSONResponse(await dead_letters_view(console.nc, request.query_params.get("service") or None))
+        return JSONResponse(
+            await dead_letters_view(console.nc, console.decoder, request.query_params.get("service") or None)
+        )
 
     async def letter_or_404(request: Request) -> dlq.DeadLetter | Response:
         letter = await dead_letter(console.nc, request.path_params["stream"], int(request.path_params["sequence"]))

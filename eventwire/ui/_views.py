@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import dataclasses
 import json
 import time
@@ -20,9 +19,8 @@ from nats.aio.client import Client
 
 from .. import dlq
 from .._app import App
-from .._envelope import parse_message
-from .._errors import EnvelopeError, ServerError
-from .._event_json import decoded
+from .._errors import ServerError
+from .._event_json import EventDecoder
 from .._status import Status, read_status, status_json
 from .._streams import Stream, subjects_overlap
 from .._topology import build_topology
@@ -152,6 +150,7 @@ def topology_view(apps: Sequence[App], status: Status) -> dict[str, Any]:
 
 async def browse(
     nc: Client,
+    decoder: EventDecoder,
     stream: str,
     *,
     from_sequence: int | None = None,
@@ -174,7 +173,7 @@ async def browse(
         if stored is None:
             break
         scanned += 1
-        event = _event_of(stored)
+        event = await _event_of(stored, decoder)
         next_sequence = event["sequence"] + 1
         request = {"next_by_subj": subject or ">", "seq": next_sequence}
         if ce_type is None or event["ce_type"] == ce_type:
@@ -194,26 +193,20 @@ async def _next_message(nc: Client, stream: str, request: dict[str, Any]) -> dic
     return message
 
 
-def _event_of(stored: dict[str, Any]) -> dict[str, Any]:
-    data = base64.b64decode(stored.get("data") or "")
+async def _event_of(stored: dict[str, Any], decoder: EventDecoder) -> dict[str, Any]:
     headers = _headers(base64.b64decode(stored.get("hdrs") or ""))
-    ce_type = ce_id = content_type = key = None
-    payload_bytes = data
-    with contextlib.suppress(EnvelopeError):  # not an eventwire event: shown raw
-        envelope, payload_bytes = parse_message(headers, data)
-        ce_type, ce_id, key, content_type = envelope.type, envelope.id, envelope.subject, envelope.datacontenttype
-    payload, note = decoded(ce_type, content_type, payload_bytes)
+    event = await decoder.read(headers, base64.b64decode(stored.get("data") or ""))
     return {
         "sequence": int(stored["seq"]),
         "subject": stored["subject"],
         "time": stored.get("time"),
-        "ce_type": ce_type,
-        "ce_id": ce_id,
-        "key": key,
+        "ce_type": event.ce_type,
+        "ce_id": event.ce_id,
+        "key": event.key,
         "headers": headers,
-        "payload": payload,
-        "hex": None if payload is not None else payload_bytes.hex(),
-        "note": note,
+        "payload": event.payload,
+        "hex": None if event.payload is not None else event.raw.hex(),
+        "note": event.note,
     }
 
 
@@ -227,8 +220,11 @@ def _headers(raw: bytes) -> dict[str, str]:
     return headers
 
 
-def letter_view(letter: dlq.DeadLetter) -> dict[str, Any]:
-    payload, note = decoded(letter.ce_type, letter.headers.get("content-type"), letter.payload)
+async def letter_view(letter: dlq.DeadLetter, decoder: EventDecoder) -> dict[str, Any]:
+    headers = letter.headers
+    payload, note = await decoder.decode(
+        letter.ce_type, headers.get("ce-dataschema"), headers.get("ce-datacontenttype"), letter.payload
+    )
     return {
         "id": f"{letter.stream}:{letter.sequence}",
         "stream": letter.stream,
@@ -250,12 +246,12 @@ def letter_view(letter: dlq.DeadLetter) -> dict[str, Any]:
     }
 
 
-async def dead_letters_view(nc: Client, service: str | None, limit: int = 200) -> dict[str, Any]:
+async def dead_letters_view(nc: Client, decoder: EventDecoder, service: str | None, limit: int = 200) -> dict[str, Any]:
     js = nc.jetstream()
     streams = await dlq.dead_letter_streams(js)
     letters = []
     async for letter in dlq.read(js, dlq.DeadLetterFilter(service=service)):
-        letters.append(letter_view(letter))
+        letters.append(await letter_view(letter, decoder))
         if len(letters) >= limit:
             break
     services = sorted(name.removeprefix(dlq.STREAM_PREFIX) for name in streams)
