@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -11,8 +12,10 @@ from google.protobuf import json_format, symbol_database
 from google.protobuf.message import Message
 
 from ._envelope import parse_message
-from ._errors import EnvelopeError, PermissionDenied
+from ._errors import ContractError, EnvelopeError, PermissionDenied
 from .contracts import PROTOBUF, codec_for
+
+_LOOK_AGAIN_AFTER = 10.0  # seconds
 
 if TYPE_CHECKING:
     from .registry import SchemaRegistry
@@ -44,20 +47,23 @@ class ReadEvent:
 
 class EventDecoder:
     """Decodes payloads with the imported generated class of their type, else with the contract the
-    schema registry holds under their ``ce-dataschema`` (``registry`` None: there is no registry)."""
+    schema registry of ``transport``'s server holds under their ``ce-dataschema``."""
 
-    def __init__(self, registry: SchemaRegistry | None) -> None:
-        self._registry = registry
+    def __init__(self, transport: Transport) -> None:
+        self._transport = transport
+        self._registry: SchemaRegistry | None = None
+        self._look_again_at = 0.0
 
-    @classmethod
-    async def on(cls, transport: Transport) -> EventDecoder:
-        """A decoder using the registry of ``transport``'s server, if there is one this client may read."""
+    async def _registry_now(self) -> SchemaRegistry | None:
+        """The registry, looked for again now and then while there is none (a tool may outlive its absence)."""
         from .registry import SchemaRegistry
 
-        try:
-            return cls(await SchemaRegistry.open(transport, create=False))
-        except PermissionDenied:
-            return cls(None)
+        loop = asyncio.get_running_loop()
+        if self._registry is None and loop.time() >= self._look_again_at:
+            self._look_again_at = loop.time() + _LOOK_AGAIN_AFTER
+            with contextlib.suppress(PermissionDenied):  # a client that may not read it decodes without it
+                self._registry = await SchemaRegistry.open(self._transport, create=False)
+        return self._registry
 
     async def read(self, headers: Mapping[str, str], data: bytes) -> ReadEvent:
         ce_type = ce_id = key = content_type = dataschema = None
@@ -74,10 +80,16 @@ class EventDecoder:
         """The payload as Protobuf JSON, or None and why not."""
         found = event_class(ce_type)
         if found is None:
-            if self._registry is None or not dataschema:
-                why = "no schema registry on this server" if dataschema else "no ce-dataschema"
-                return None, f"{len(payload)} bytes; type {ce_type or '(none)'} not loaded ({why}): pass --import"
-            found = await self._registry.message_class(dataschema)
+            unknown = f"{len(payload)} bytes; type {ce_type or '(none)'} not loaded"
+            if not dataschema:
+                return None, f"{unknown} (no ce-dataschema): pass --import"
+            registry = await self._registry_now()
+            if registry is None:
+                return None, f"{unknown} (no schema registry on this server): pass --import"
+            try:
+                found = await registry.message_class(dataschema)
+            except ContractError as exc:  # a damaged entry: say so, show the bytes
+                return None, f"{len(payload)} bytes; schema {dataschema}: {exc}"
             if found is None:
                 return None, f"{len(payload)} bytes; schema {dataschema} is not in the registry"
         try:

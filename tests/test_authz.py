@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from eventwire import ConnectOptions, Outgoing, PermissionDenied, PublishAck
+from eventwire import App, ConnectOptions, Outgoing, PermissionDenied, Publication, PublishAck
 from eventwire._authz import grant_for
 from eventwire.demo import inventory_service, notifications_service, orders_service
-from eventwire.demo._services import DemoState
+from eventwire.demo._services import ORDERS, DemoState
 from eventwire.demo.contracts.shop.inventory.v1.inventory_pb2 import StockReserved
 from eventwire.demo.contracts.shop.orders.v1.orders_pb2 import LineItem, OrderCreated
 
@@ -102,3 +102,25 @@ async def test_the_demo_runs_on_the_generated_permissions_and_nothing_more(gener
     assert all(isinstance(r, PublishAck) for r in results)
     assert len(state.notified) == 200
     assert caught.value.subject == "inventory.reserved" and refused_after < 2.0
+
+
+async def test_a_service_without_the_registrys_permissions_fails_at_start_naming_them_unless_it_does_not_register(
+    tmp_path: Path,
+) -> None:
+    grant = grant_for(orders_service())
+    publish = [s for s in grant.publish if "eventwire_schemas" not in s]  # everything but the registry
+    permissions = f'{{ publish: {{ allow: {list(publish)} }}, subscribe: {{ allow: ["_INBOX_orders.>"] }} }}'
+    user = f'{{ user: "orders", password: "{PASSWORD}", permissions: {permissions} }}'.replace("'", '"')
+    server = secured_server(tmp_path, f"authorization {{ users = [ {user} ] }}\n")
+    options = ConnectOptions.from_url(server.url, user="orders", password=PASSWORD, inbox_prefix="_INBOX_orders")
+    try:
+        with pytest.raises(PermissionDenied) as caught:
+            await orders_service().start(connect=options)
+        quiet = App("orders", streams=[ORDERS], publishes=[Publication(OrderCreated, "orders.created")],
+                    register_schemas=False)  # fmt: skip
+        await quiet.start(connect=options)
+        await quiet.stop()
+    finally:
+        server.stop()
+    assert caught.value.subject == "$JS.API.STREAM.INFO.KV_eventwire_schemas"
+    assert "key-value bucket eventwire_schemas" in str(caught.value)

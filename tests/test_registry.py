@@ -246,7 +246,7 @@ async def test_a_compatible_version_registers_and_a_breaking_one_is_refused_unle
         from eventwire._event_json import EventDecoder
 
         # The console reads events through the same decoder, with the registry's contract of a class it never saw.
-        shown = await browse(transport.nc, await EventDecoder.on(transport), "TICKETS")
+        shown = await browse(transport.nc, EventDecoder(transport), "TICKETS")
     finally:
         await app.stop()
 
@@ -418,3 +418,30 @@ async def test_the_memory_broker_registers_and_refuses_as_the_server_does(tmp_pa
     assert [v.version for v in await registry.versions("regtest.tickets.v1.TicketSold")] == [1]
     (change,) = refused.value.findings  # against version 1, which had no field 3
     assert change.split()[1:3] == ["FIELD_WIRE_JSON_COMPATIBLE_TYPE", "field"] and ".seats (2)" in change
+
+
+async def test_a_damaged_registry_entry_is_reported_not_trusted(fresh_server: EmbeddedServer, tmp_path: Path) -> None:
+    from google.protobuf import descriptor_pb2
+
+    from eventwire._event_json import EventDecoder
+
+    escaping = "urn:eventwire:schema:x.v1.ThingHappened:00000000000000aa"
+    garbage = "urn:eventwire:schema:x.v1.ThingHappened:00000000000000bb"
+    outside = descriptor_pb2.FileDescriptorSet(file=[descriptor_pb2.FileDescriptorProto(name="../../escaped.proto")])
+    transport = await JetStreamTransport.connect(ConnectOptions.from_url(fresh_server.url))
+    try:
+        store = await transport.key_value(BUCKET)
+        assert store is not None
+        await store.create("schemas.x.v1.ThingHappened.00000000000000aa", outside.SerializeToString())
+        await store.create("schemas.x.v1.ThingHappened.00000000000000bb", b"\xff\xfe not a descriptor set")
+        decoder = EventDecoder(transport)
+        payload, note = await decoder.decode("x.v1.ThingHappened", garbage, None, b"\x0a\x01a")
+    finally:
+        await transport.close()
+    pulled = run_cli("schema", "pull", escaping, "--out", str(tmp_path / "out"), "--url", fresh_server.url, cwd=ROOT)
+
+    assert payload is None and note is not None
+    assert note.startswith(f"3 bytes; schema {garbage}: the registry's {garbage} is not a FileDescriptorSet")
+    assert pulled.returncode == 1 and "outside --out: not written" in pulled.stderr
+    assert len(pulled.stderr.strip().splitlines()) == 1
+    assert not (tmp_path.parent / "escaped.proto").exists() and not (tmp_path / "out").exists()

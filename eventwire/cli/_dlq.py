@@ -163,7 +163,7 @@ def show(
     async def work(js: JetStreamContext, transport: JetStreamTransport) -> tuple[dlq.DeadLetter, str] | None:
         async for letter in dlq.read(js, dlq.DeadLetterFilter(sequences=frozenset({sequence}))):
             if letter.stream == stream:
-                return letter, await _render(letter, await EventDecoder.on(transport))
+                return letter, await _render(letter, EventDecoder(transport))
         return None
 
     found = _run(connection, work)

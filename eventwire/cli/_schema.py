@@ -245,6 +245,9 @@ def pull(
         return identifier, files
 
     identifier, files = _registry_call(connection, work)
+    for file in files.file:
+        if file.name.startswith("/") or ".." in Path(file.name).parts:
+            fail(f"{identifier} holds a file named {file.name!r}, outside --out: not written")
     written = []
     for file in files.file:
         if file.name in bundled_files():

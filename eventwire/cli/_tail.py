@@ -140,7 +140,7 @@ def tail(
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.add_signal_handler(sig, stop.set)
 
-            decoder = await EventDecoder.on(transport)
+            decoder = EventDecoder(transport)
 
             async def show(msg: Msg) -> None:
                 line = await line_of(msg, decoder)

@@ -61,7 +61,7 @@ def ui(
         transport = await JetStreamTransport.connect(options)
         try:
             sampler = Sampler(transport.nc, sample_interval)
-            console = Console(loaded, transport.nc, transport, sampler, await EventDecoder.on(transport))
+            console = Console(loaded, transport.nc, transport, sampler, EventDecoder(transport))
             await console.sampler.current()
             config = uvicorn.Config(console_app(console, settings), log_level="warning", access_log=False)
             server = uvicorn.Server(config)

@@ -20,7 +20,7 @@ _RETRY_FOR = 30.0
 _RETRY_EVERY = 0.25
 
 
-async def _retried(what: str, call: Callable[[], Awaitable[T]]) -> T:
+async def _retried(bucket: str, call: Callable[[], Awaitable[T]]) -> T:
     """``call`` again while JetStream cannot answer (a leader election, a reconnect), up to a deadline."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + _RETRY_FOR
@@ -28,7 +28,7 @@ async def _retried(what: str, call: Callable[[], Awaitable[T]]) -> T:
         try:
             return await call()
         except PermissionDenied as exc:
-            raise PermissionDenied(exc.operation, exc.subject, f"needed for {what}") from None
+            raise PermissionDenied(exc.operation, exc.subject, f"needed for key-value bucket {bucket}") from None
         except (
             nats.errors.TimeoutError,
             nats.errors.NoRespondersError,
@@ -36,7 +36,9 @@ async def _retried(what: str, call: Callable[[], Awaitable[T]]) -> T:
             nats.errors.ConnectionReconnectingError,
         ):
             if loop.time() >= deadline:
-                raise StreamConfigError(what, "answer", f"no answer from JetStream in {_RETRY_FOR:.0f} s") from None
+                raise StreamConfigError(
+                    f"KV_{bucket}", "request", f"no answer from JetStream in {_RETRY_FOR:.0f} s"
+                ) from None
             await asyncio.sleep(_RETRY_EVERY)
 
 
@@ -54,7 +56,7 @@ class JetStreamKeyValue:
                 return None
             return StoredValue(entry.value or b"", entry.revision or 0)
 
-        return await _retried(f"bucket {self._bucket}", read)
+        return await _retried(self._bucket, read)
 
     async def create(self, key: str, value: bytes) -> int | None:
         async def write() -> int | None:
@@ -63,7 +65,7 @@ class JetStreamKeyValue:
             except nats.js.errors.KeyWrongLastSequenceError:
                 return None
 
-        return await _retried(f"bucket {self._bucket}", write)
+        return await _retried(self._bucket, write)
 
     async def update(self, key: str, value: bytes, revision: int) -> int | None:
         async def write() -> int | None:
@@ -72,13 +74,13 @@ class JetStreamKeyValue:
             except nats.js.errors.KeyWrongLastSequenceError:
                 return None
 
-        return await _retried(f"bucket {self._bucket}", write)
+        return await _retried(self._bucket, write)
 
     async def keys(self) -> list[str]:
         prefix = f"$KV.{self._bucket}."
         # The stream's subject counts, in one request: no consumer to make and remove.
         info = await _retried(
-            f"bucket {self._bucket}",
+            self._bucket,
             lambda: self._js.stream_info(f"KV_{self._bucket}", subjects_filter=f"{prefix}>"),
         )
         return sorted(subject.removeprefix(prefix) for subject in (info.state.subjects or {}))
@@ -91,14 +93,14 @@ async def open_bucket(js: JetStreamContext, bucket: str, *, replicas: int, creat
         except (nats.js.errors.BucketNotFoundError, nats.js.errors.NotFoundError):
             return None
 
-    kv = await _retried(f"bucket {bucket}", find)
+    kv = await _retried(bucket, find)
     if kv is None and create:
         config = api.KeyValueConfig(bucket=bucket, history=1, replicas=replicas, direct=True)
         try:
-            kv = await _retried(f"bucket {bucket}", lambda: js.create_key_value(config))
+            kv = await _retried(bucket, lambda: js.create_key_value(config))
         except nats.js.errors.BadRequestError as exc:
             if exc.err_code == 10058:  # created meanwhile by another instance, with other settings
-                kv = await _retried(f"bucket {bucket}", find)
+                kv = await _retried(bucket, find)
             else:
                 raise StreamConfigError(f"KV_{bucket}", "create", exc.description or str(exc)) from None
     return None if kv is None else JetStreamKeyValue(js, kv, bucket)
