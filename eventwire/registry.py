@@ -145,6 +145,25 @@ class SchemaRegistry:
         found = self._classes[identifier] = message_class(files, parsed[0])
         return found
 
+    async def refusal(self, event_class: type[Message], *, level: Level = "WIRE_JSON") -> SchemaRefused | None:
+        """Why :meth:`register` would refuse ``event_class`` now, or None; nothing is written."""
+        versions = await self.versions(event_class.DESCRIPTOR.full_name)
+        if any(v.schema_id == schema_id(event_class) for v in versions):
+            return None
+        return await self._refusal(versions, descriptor_set_of(event_class), event_class.DESCRIPTOR.full_name, level)
+
+    async def _refusal(
+        self, versions: list[SchemaVersion], files: descriptor_pb2.FileDescriptorSet, event_type: str, level: Level
+    ) -> SchemaRefused | None:
+        if not versions:
+            return None
+        latest = versions[-1]
+        before = await self.descriptor_set(latest.schema_id)
+        if before is None:
+            raise ContractError(f"the registry lists {latest.schema_id} but does not hold it")
+        findings = [str(c) for c in breaking_changes(before, files, event_type, level)]
+        return SchemaRefused(event_type, level, latest.version, findings) if findings else None
+
     async def register(
         self,
         event_class: type[Message],
@@ -172,15 +191,10 @@ class SchemaRegistry:
             known = next((v for v in versions if v.schema_id == identifier), None)
             if known is not None:
                 return known, False
-            findings: list[str] = []
-            if versions:
-                latest = versions[-1]
-                before = await self.descriptor_set(latest.schema_id)
-                if before is None:
-                    raise ContractError(f"the registry lists {latest.schema_id} but does not hold it")
-                findings = [str(c) for c in breaking_changes(before, files, event_type, level)]
-                if findings and not allow_breaking:
-                    raise SchemaRefused(event_type, level, latest.version, findings)
+            refusal = await self._refusal(versions, files, event_type, level)
+            if refusal is not None and not allow_breaking:
+                raise refusal
+            findings = list(refusal.findings) if refusal is not None else []
             # A second writer of this id stores the same contract: its refusal here is harmless.
             await self._store.create(schema_key, files.SerializeToString(deterministic=True))
             added = SchemaVersion(

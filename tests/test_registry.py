@@ -254,7 +254,10 @@ async def test_a_compatible_version_registers_and_a_breaking_one_is_refused_unle
     refused_app = App("box-office", streams=[stream], publishes=[Publication(breaking, "tickets.sold")])
     with pytest.raises(SchemaRefused) as refused_at_start:
         await refused_app.start(url=url)
+    refunds = 'syntax = "proto3";\npackage regtest.refunds.v1;\nmessage RefundIssued {\n  string ticket_id = 1;\n}\n'
+    write_proto(tmp_path / "v3", "regtest/refunds/v1/refunds.proto", refunds)  # new, and fine on its own
     pushed = run_cli("schema", "push", str(tmp_path / "v3"), "--url", url, cwd=ROOT)
+    listed_after_refusal = run_cli("schema", "list", "--json", "--url", url, cwd=ROOT)
     allowed = run_cli(
         "schema", "push", str(tmp_path / "v3"), "--url", url, "--allow-breaking", "--service", "release-2", cwd=ROOT
     )
@@ -283,11 +286,13 @@ async def test_a_compatible_version_registers_and_a_breaking_one_is_refused_unle
     assert pushed.returncode == 1
     assert [line.split()[1] for line in pushed.stdout.splitlines()[:4]] == rules, pushed.stdout
     assert "not registered" in pushed.stdout.splitlines()[4] and "Traceback" not in pushed.stderr
+    assert pushed.stdout.splitlines()[5] == "nothing registered: 1 of 2 event type(s) refused"
+    assert [t["type"] for t in json.loads(listed_after_refusal.stdout)] == ["regtest.tickets.v1.TicketSold"]
     assert allowed.returncode == 0, allowed.stderr
     assert "registered version 3" in allowed.stdout and allowed.stdout.count("  allowed: ") == 4
     assert again.returncode == 0 and "registered already by release-2" in again.stdout
-    (entry,) = json.loads(listed.stdout)
-    assert entry["type"] == "regtest.tickets.v1.TicketSold"
+    refund_types, entry = json.loads(listed.stdout)
+    assert (refund_types["type"], entry["type"]) == ("regtest.refunds.v1.RefundIssued", "regtest.tickets.v1.TicketSold")
     assert [(v["version"], v["registered_by"], len(v["breaking_changes"])) for v in entry["versions"]] == [
         (1, "ci", 0),
         (2, "box-office", 0),

@@ -162,7 +162,7 @@ def push(
     """Register the events of the contracts under SOURCE in the schema registry; exit 1 if one breaks its readers.
 
     Each event type (a top-level message no other message uses) is checked against its latest registered
-    version with the rules of `schema check`.
+    version with the rules of `schema check`; when one is refused, none is registered.
     """
     from ..contracts._descriptor_sets import event_types
     from ..contracts._lint import descriptor_set
@@ -178,15 +178,14 @@ def push(
 
     async def work(registry: SchemaRegistry | None) -> list[SchemaRefused]:
         assert registry is not None
-        refused = []
+        # All or nothing: every type is checked before any is written.
+        refused = [r for r in [await registry.refusal(e, level=level) for e in events] if r is not None]
+        if refused and not allow_breaking:
+            return refused
         for event_class in events:
-            try:
-                version, added = await registry.register(
-                    event_class, service=service, level=level, allow_breaking=allow_breaking
-                )
-            except SchemaRefused as exc:
-                refused.append(exc)
-                continue
+            version, added = await registry.register(
+                event_class, service=service, level=level, allow_breaking=allow_breaking
+            )
             if not added:
                 console.print(
                     f"{version.event_type}: version {version.version} ({version.schema_id}), registered already "
@@ -199,7 +198,7 @@ def push(
             )
             for change in version.breaking_changes:
                 console.print(f"  allowed: {change}", markup=False)
-        return refused
+        return []
 
     refused = _registry_call(connection, work, create=True, replicas=replicas)
     for refusal in refused:
@@ -207,6 +206,7 @@ def push(
             console.print(change, markup=False)
         console.print(str(refusal).splitlines()[0], markup=False)
     if refused:
+        console.print(f"nothing registered: {len(refused)} of {len(events)} event type(s) refused", markup=False)
         raise typer.Exit(1)
 
 
