@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+from pathlib import Path
+
 import pytest
 
 from eventwire import App, ConnectOptions, Delivery, Stream, StreamConfigError
@@ -43,3 +46,18 @@ async def test_more_replicas_than_the_cluster_has_nodes_fail_at_start(jetstream_
         await transport.close()
     assert caught.value.field == "replicas"
     assert "declared 5, more than the cluster can place" in str(caught.value)
+
+
+def test_a_cluster_whose_port_is_taken_before_it_binds_starts_on_other_ports(tmp_path: Path) -> None:
+    cluster = EmbeddedCluster(store_dir=tmp_path / "cluster")
+    taken = cluster.nodes[1].port
+    assert taken is not None
+    with socket.socket() as squatter:  # another process took the port between choosing it and binding it
+        squatter.bind(("127.0.0.1", taken))
+        squatter.listen()
+        cluster.start()
+        try:
+            ports = [node.port for node in cluster.nodes]
+        finally:
+            cluster.stop()
+    assert taken not in ports and len(set(ports)) == 3

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shutil
 import socket
 import tempfile
 import time
@@ -15,6 +16,8 @@ from .._connect_options import ConnectOptions
 from .._errors import ServerError
 from ..server import EmbeddedServer
 from ..transport import JetStreamTransport
+
+_PORT_ATTEMPTS = 3
 
 
 def _free_port() -> int:
@@ -50,9 +53,13 @@ class EmbeddedCluster:
             config = self.store_dir / "sync.conf"
             config.write_text("jetstream { sync_interval: always }\n")
             extra_args = ("-c", str(config), *extra_args)
-        routes = [_free_port() for _ in range(size)]
+        self._size, self._name, self._extra_args = size, name, extra_args
+        self.nodes = self._nodes_on_free_ports()
+
+    def _nodes_on_free_ports(self) -> list[EmbeddedServer]:
+        routes = [_free_port() for _ in range(self._size)]
         all_routes = ",".join(f"nats://127.0.0.1:{port}" for port in routes)
-        self.nodes = [
+        return [
             EmbeddedServer(
                 port=_free_port(),
                 store_dir=self.store_dir / f"n{index}",
@@ -60,16 +67,27 @@ class EmbeddedCluster:
                     "--server_name",
                     f"n{index}",
                     "--cluster_name",
-                    name,
+                    self._name,
                     "--cluster",
                     f"nats://127.0.0.1:{route}",
                     "--routes",
                     all_routes,
-                    *extra_args,
+                    *self._extra_args,
                 ),
             )
             for index, route in enumerate(routes)
         ]
+
+    def _port_taken(self, exc: ServerError) -> bool:
+        """Whether a node lost its port to another process between choosing it and binding it; if so, the
+        started nodes are stopped and new ports chosen."""
+        if "address already in use" not in str(exc):
+            return False
+        for node in self.nodes:
+            node.kill()
+            shutil.rmtree(node.store_dir, ignore_errors=True)
+        self.nodes = self._nodes_on_free_ports()
+        return True
 
     @property
     def url(self) -> str:
@@ -121,19 +139,31 @@ class EmbeddedCluster:
 
     def start(self, timeout: float = 30.0) -> EmbeddedCluster:
         """Start every node and wait until JetStream has a meta leader (outside an event loop)."""
-        for node in self.nodes:
-            node._spawn()
-        for node in self.nodes:
-            node._await_ready()
+        for attempt in range(_PORT_ATTEMPTS):
+            try:
+                for node in self.nodes:
+                    node._spawn()
+                for node in self.nodes:
+                    node._await_ready()
+                break
+            except ServerError as exc:
+                if attempt == _PORT_ATTEMPTS - 1 or not self._port_taken(exc):
+                    raise
         asyncio.run(self.wait_for_jetstream(timeout))
         return self
 
     async def start_async(self, timeout: float = 30.0) -> EmbeddedCluster:
         """:meth:`start` from inside an event loop."""
-        for node in self.nodes:
-            node._spawn()
-        for node in self.nodes:
-            await asyncio.to_thread(node._await_ready)
+        for attempt in range(_PORT_ATTEMPTS):
+            try:
+                for node in self.nodes:
+                    node._spawn()
+                for node in self.nodes:
+                    await asyncio.to_thread(node._await_ready)
+                break
+            except ServerError as exc:
+                if attempt == _PORT_ATTEMPTS - 1 or not self._port_taken(exc):
+                    raise
         await self.wait_for_jetstream(timeout)
         return self
 
