@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
+import dataclasses
 import functools
 import inspect
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, fields
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import nats.errors
 import typer
@@ -15,7 +17,11 @@ from .._connect_options import ENVIRONMENT, ConnectOptions, resolve_connect_opti
 from .._errors import ConfigError, EventwireError, SchemaRefused
 from ..observability import LogFormat, configure_logging
 
+if TYPE_CHECKING:
+    from ..transport import JetStreamTransport
+
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
 PANEL = "Connection"
 
 
@@ -66,6 +72,22 @@ _FLAGS = {
     "tls_hostname": ("--tls-hostname", "Host name the server certificate must carry."),
     "inbox_prefix": ("--inbox-prefix", "Reply subjects' prefix instead of _INBOX (see eventwire authz)."),
 }
+
+
+def run_connected(connection: ConnectionFlags, name: str, work: Callable[[JetStreamTransport], Awaitable[T]]) -> T:
+    """Connect as client ``name``, run ``work`` on the connection, and close it: a connecting command's body."""
+    from ..transport import JetStreamTransport
+
+    options = dataclasses.replace(connection.require(), name=name)
+
+    async def main() -> T:
+        transport = await JetStreamTransport.connect(options)
+        try:
+            return await work(transport)
+        finally:
+            await transport.close()
+
+    return asyncio.run(main())
 
 
 def fail(message: str, code: int = 1) -> NoReturn:

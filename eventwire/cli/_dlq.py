@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import re
@@ -19,7 +18,7 @@ from rich.table import Table
 from .. import dlq
 from .._event_json import EventDecoder
 from ..transport import JetStreamTransport
-from ._connect import ConnectionFlags, with_connection
+from ._connect import ConnectionFlags, run_connected, with_connection
 from ._output import print_json, table_console
 from ._targets import AppDir, import_modules
 
@@ -64,16 +63,7 @@ def _filter(
 
 
 def _run(connection: ConnectionFlags, work: Callable[[JetStreamContext, JetStreamTransport], Awaitable[T]]) -> T:
-    options = dataclasses.replace(connection.require(), name="eventwire-dlq")
-
-    async def main() -> T:
-        transport = await JetStreamTransport.connect(options)
-        try:
-            return await work(transport.nc.jetstream(), transport)
-        finally:
-            await transport.close()
-
-    return asyncio.run(main())
+    return run_connected(connection, "eventwire-dlq", lambda transport: work(transport.nc.jetstream(), transport))
 
 
 async def _render(letter: dlq.DeadLetter, decoder: EventDecoder) -> str:

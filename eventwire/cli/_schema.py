@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, TypeVar
@@ -15,11 +13,12 @@ from rich.table import Table
 
 from .._errors import ContractError, SchemaRefused
 from ..contracts._breaking import LEVELS
-from ._connect import ConnectionFlags, fail, with_connection, with_logging
+from ._connect import ConnectionFlags, fail, run_connected, with_connection, with_logging
 from ._output import print_json, table_console
 
 if TYPE_CHECKING:
     from ..registry import SchemaRegistry, SchemaVersion
+    from ..transport import JetStreamTransport
 
 T = TypeVar("T")
 
@@ -130,18 +129,11 @@ def _registry_call(
     replicas: int = 1,
 ) -> T:
     from ..registry import SchemaRegistry
-    from ..transport import JetStreamTransport
 
-    options = dataclasses.replace(connection.require(), name="eventwire-schema")
+    async def opened(transport: JetStreamTransport) -> T:
+        return await work(await SchemaRegistry.open(transport, create=create, replicas=replicas))
 
-    async def main() -> T:
-        transport = await JetStreamTransport.connect(options)
-        try:
-            return await work(await SchemaRegistry.open(transport, create=create, replicas=replicas))
-        finally:
-            await transport.close()
-
-    return asyncio.run(main())
+    return run_connected(connection, "eventwire-schema", opened)
 
 
 @app.command()
